@@ -1,0 +1,99 @@
+"""The ``medm2g`` entry point: global options, command groups, and the error-to-exit-code contract.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input or usage. Without ``--debug`` every error is
+one line on stderr; with it, the full traceback.
+"""
+
+import sys
+import traceback
+
+import typer
+from typer import _click as click
+
+import medm2g_core
+from medm2g_cli import console, doctor
+from medm2g_cli.console import settings
+from medm2g_core.devices import resolve_device, validate_device_spec
+from medm2g_core.errors import Medm2gError
+
+app = typer.Typer(
+    name="medm2g",
+    help="Medical multi-modal generation (MedM2G): translate MRI to CT, write reports from X-rays, "
+    "draw X-rays from reports, synthesize MRI contrasts. Research software, not for diagnosis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("doctor", help="Check the installation: versions, devices, folders, optional pieces.")(doctor.doctor)
+app.command("info", help="List the models and recipes available here.")(doctor.info)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"medm2g {medm2g_core.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    device: str = typer.Option(
+        "auto", "--device", help="auto, cpu, cuda, cuda:N or mps. A requested device that is missing is an error."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results, no progress or messages."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    settings.device = validate_device_spec(device)
+    settings.debug = debug
+    settings.quiet = quiet
+    if device != "auto":
+        resolve_device(device)  # fail now, before any work, if the device is missing
+
+
+def _fail(message: str, code: int) -> int:
+    if settings.debug:
+        traceback.print_exc()
+    console.stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return the exit code (never raises for expected failures)."""
+    args = sys.argv[1:] if argv is None else argv
+    settings.debug = "--debug" in args  # known before the parser runs, so parse errors honour it
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="medm2g", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        return _fail(f"{exc.format_message()}{hint}", 2)
+    except click.exceptions.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        return _fail("aborted", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Medm2gError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if settings.debug:
+            traceback.print_exc()
+        console.stderr.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            markup=True, highlight=False, soft_wrap=True,
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

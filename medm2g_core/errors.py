@@ -1,0 +1,37 @@
+"""The exceptions medm2g raises. The CLI maps each to a one-line message and an exit code.
+
+Exit codes follow the CLI contract: 0 success, 1 runtime failure, 2 bad input or usage.
+"""
+
+
+class Medm2gError(Exception):
+    """Base of every error medm2g raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(Medm2gError):
+    """The user handed us something we cannot use: a bad file, a bad option, a missing path."""
+
+    exit_code = 2
+
+
+class OutputExistsError(InputError):
+    """An output already exists and ``overwrite`` was not asked for."""
+
+
+class DeviceError(InputError):
+    """An explicitly requested device is not available (never silently replaced)."""
+
+
+class ModelError(Medm2gError):
+    """A model folder or download is missing, incomplete or fails verification."""
+
+
+class MissingDependencyError(Medm2gError):
+    """An optional piece (codec, Java, external tool) is needed but not installed."""
+
+    def __init__(self, what: str, install: str) -> None:
+        super().__init__(f"{what} is not installed; install it with: {install}")
+        self.what = what
+        self.install = install

@@ -1,0 +1,110 @@
+"""The one safe way medm2g writes anything: temporary file in the target folder, fsync, rename.
+
+An existing output is refused unless ``overwrite=True``; an exception inside the ``with`` block
+leaves neither a partial output nor a temporary file behind.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from medm2g_core.errors import InputError, OutputExistsError
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail early (before any work) if ``path`` exists without ``overwrite`` or its folder is missing."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise InputError(f"output folder {path.parent} does not exist")
+    return path
+
+
+def _temp_name(path: Path) -> str:
+    # The temporary file keeps the full suffix (".nii.gz") so that libraries that pick a format
+    # from the extension (nibabel) write the right thing.
+    suffix = "".join(path.suffixes)
+    return f".{path.name.removesuffix(suffix)}.partial-{os.getpid()}-{os.urandom(4).hex()}{suffix}"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
+    path = check_writable(path, overwrite)
+    tmp = path.parent / _temp_name(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"nothing was written to the temporary file for {path}")
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if path.exists() and not overwrite:  # appeared while we were writing
+            raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, overwrite: bool = False, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file for writing; it replaces ``path`` only if the block succeeds."""
+    if mode not in ("w", "wb"):
+        raise ValueError("atomic_write supports mode 'w' or 'wb'")
+    with atomic_path(path, overwrite) as tmp:
+        encoding = None if "b" in mode else "utf-8"
+        with open(tmp, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+
+
+def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
+    """Atomically write a UTF-8 text file."""
+    with atomic_write(path, overwrite, mode="w") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole.
+
+    Used for outputs that are folders (a DICOM series, a model folder). With ``overwrite`` an
+    existing folder is moved aside first and deleted only after the new one is in place.
+    """
+    path = check_writable(path, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with open(file, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        if path.exists():
+            if not overwrite:
+                raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+            old = path.parent / _temp_name(path)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)

@@ -1,0 +1,43 @@
+"""Shared fixtures: a CLI runner that captures stdout and stderr separately, and external-tool guards."""
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> CliResult:
+    """Run ``medm2g`` in a subprocess with stdout piped (not a terminal), exactly as a shell pipeline would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "medm2g_cli", *args],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; in CI (CI=true) a missing tool fails the test instead of skipping it."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} must be installed in CI (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path

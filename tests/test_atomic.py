@@ -1,0 +1,71 @@
+"""The safe writer: atomic, refuses to overwrite, leaves nothing behind on failure."""
+
+import os
+
+import pytest
+
+from medm2g_core.errors import OutputExistsError
+from medm2g_core.io.atomic import atomic_dir, atomic_path, atomic_write, write_text
+
+
+def test_write_then_refuse_then_overwrite(tmp_path):
+    target = tmp_path / "out.txt"
+    write_text(target, "first")
+    assert target.read_text() == "first"
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_text(target, "second")
+    assert target.read_text() == "first"
+    write_text(target, "third", overwrite=True)
+    assert target.read_text() == "third"
+    assert sorted(os.listdir(tmp_path)) == ["out.txt"]
+
+
+def test_exception_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "volume.nii.gz"
+    with pytest.raises(ZeroDivisionError), atomic_write(target) as handle:
+        handle.write(b"half a file")
+        1 / 0  # noqa: B018
+    assert os.listdir(tmp_path) == []
+
+
+def test_exception_keeps_the_old_file_intact(tmp_path):
+    target = tmp_path / "report.txt"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_write(target, overwrite=True, mode="w") as handle:
+        handle.write("new but broken")
+        raise RuntimeError("writer crashed")
+    assert target.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["report.txt"]
+
+
+def test_atomic_path_keeps_the_full_suffix(tmp_path):
+    with atomic_path(tmp_path / "ct.nii.gz") as tmp:
+        assert tmp.name.endswith(".nii.gz")
+        assert tmp.parent == tmp_path
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "ct.nii.gz").read_bytes() == b"x"
+
+
+def test_atomic_dir_replaces_whole_folder_only_on_success(tmp_path):
+    target = tmp_path / "series"
+    with atomic_dir(target) as tmp:
+        (tmp / "1.dcm").write_bytes(b"a")
+        (tmp / "2.dcm").write_bytes(b"b")
+    assert sorted(p.name for p in target.iterdir()) == ["1.dcm", "2.dcm"]
+    with pytest.raises(OutputExistsError), atomic_dir(target):
+        pass
+    with pytest.raises(ValueError), atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "3.dcm").write_bytes(b"c")
+        raise ValueError("boom")
+    assert sorted(p.name for p in target.iterdir()) == ["1.dcm", "2.dcm"]
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "3.dcm").write_bytes(b"c")
+    assert sorted(p.name for p in target.iterdir()) == ["3.dcm"]
+    assert sorted(os.listdir(tmp_path)) == ["series"]
+
+
+def test_missing_output_folder_is_an_input_error(tmp_path):
+    from medm2g_core.errors import InputError
+
+    with pytest.raises(InputError, match="does not exist"):
+        write_text(tmp_path / "nope" / "x.txt", "x")

@@ -11,7 +11,7 @@ import typer
 from typer import _click as click
 
 import medm2g_core
-from medm2g_cli import console, doctor
+from medm2g_cli import console, doctor, imaging
 from medm2g_cli.console import settings
 from medm2g_core.devices import resolve_device, validate_device_spec
 from medm2g_core.errors import Medm2gError
@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 app.command("doctor", help="Check the installation: versions, devices, folders, optional pieces.")(doctor.doctor)
 app.command("info", help="List the models and recipes available here.")(doctor.info)
+app.command("inspect", help="Show modality, shape, spacing, orientation and series of an image.")(imaging.inspect)
+app.command("convert", help="Convert between DICOM, NIfTI and PNG previews, geometry-exact.")(imaging.convert)
 
 
 def _print_version(value: bool) -> None:

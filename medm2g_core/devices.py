@@ -5,10 +5,12 @@ chooses, and it says what it chose through the returned device.
 """
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from medm2g_core.errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
 
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda(?::(\d+))?)$")
 
@@ -20,8 +22,10 @@ def validate_device_spec(spec: str) -> str:
     return spec
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
+def resolve_device(spec: str = "auto") -> "torch.device":
     """Turn a device spec into a ``torch.device`` that exists on this machine."""
+    import torch  # imported here so that commands that never run a model start fast
+
     match = _SPEC.match(validate_device_spec(spec))
     assert match is not None
     if spec == "auto":
@@ -48,6 +52,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def visible_devices() -> list[str]:
     """Names of the devices torch can use here, CPU first."""
+    import torch
+
     names = ["cpu"]
     if torch.cuda.is_available():
         names += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]

@@ -1,0 +1,1 @@
+"""Paired data: manifests, dataset adapters, the model-ready cache, integrity checks."""

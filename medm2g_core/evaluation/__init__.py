@@ -1,0 +1,1 @@
+"""Metrics, the report labeler and benchmark tasks mirroring the paper's tables."""

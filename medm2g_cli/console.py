@@ -3,11 +3,21 @@
 This keeps ``medm2g ... | jq`` and other pipelines clean whether or not stdout is a terminal.
 """
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 @dataclass
@@ -34,3 +44,17 @@ def emit_json(data: object) -> None:
     """Machine-readable output on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (hidden by ``--quiet``); yields ``update(done, total)``."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=stderr, disable=settings.quiet, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

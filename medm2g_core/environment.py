@@ -13,7 +13,7 @@ import medm2g_core
 # Runtime dependencies from pyproject.toml, reported by `medm2g doctor`.
 DEPENDENCIES = (
     "torch", "diffusers", "transformers", "accelerate", "typer", "rich", "pydicom", "nibabel",
-    "safetensors", "huggingface-hub", "tqdm", "numpy", "pillow",
+    "safetensors", "huggingface-hub", "tqdm", "numpy", "pillow", "scipy",
 )
 
 

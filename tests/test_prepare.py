@@ -1,0 +1,103 @@
+"""`medm2g prepare`: the phantom world on disk, resume, verify, cache, and the dataset commands."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from medm2g_core.data.adapters import ADAPTERS
+from medm2g_core.data.manifest import read_manifest
+
+SMALL = ("--cases", "4", "--workers", "1", "--brain-slices", "6", "--xray-pixels", "64")
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("world") / "phantom"
+    result = run_cli("--quiet", "prepare", "phantom", "--out", str(out), *SMALL)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(out / "manifest.jsonl")
+    return out
+
+
+def test_phantom_world_has_paired_cases_reports_and_labels(phantom_dir):
+    manifest = read_manifest(phantom_dir / "manifest.jsonl")
+    assert [r.meta["task"] for r in manifest.records] == ["brain", "chest", "brain", "chest"]
+    brain, chest = manifest.records[0], manifest.records[1]
+    assert set(brain.images) == {"ct", "mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd"}
+    assert set(chest.images) == {"ct", "xray"}
+    for record in manifest.records:
+        assert record.report.startswith("FINDINGS:") and "IMPRESSION:" in record.report
+        assert set(record.labels.values()) <= {0, 1}
+        assert record.split in ("train", "val", "test")
+    ct = nib.load(manifest.image_path(brain, "ct"))
+    t1 = nib.load(manifest.image_path(brain, "mr_t1"))
+    assert ct.shape == t1.shape and ct.shape[2] == 6
+    np.testing.assert_allclose(ct.affine, t1.affine, atol=1e-5)
+    assert ct.header["descrip"].item().decode().startswith("SYNTHETIC")
+    sheet = Image.open(phantom_dir / "contact_sheet.png")
+    assert sheet.width > 300 and sheet.height > 300
+
+
+def test_verify_passes_then_catches_a_missing_file(phantom_dir, cli, tmp_path):
+    ok = cli("prepare", "verify", str(phantom_dir), "--json")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    broken = tmp_path / "broken"
+    shutil.copytree(phantom_dir, broken)
+    record = read_manifest(broken / "manifest.jsonl").records[1]
+    (broken / record.images["xray"]).unlink()
+    bad = cli("prepare", "verify", str(broken))
+    assert bad.exit_code == 1
+    assert record.id in bad.stdout and "missing" in bad.stdout
+
+
+def test_resume_remakes_only_missing_cases_identically(phantom_dir, cli, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(phantom_dir, copy)
+    record = read_manifest(copy / "manifest.jsonl").records[2]
+    shutil.rmtree(copy / "cases" / record.id)
+    refused = cli("prepare", "phantom", "--out", str(copy), *SMALL)
+    assert refused.exit_code == 2 and "--resume" in refused.stderr
+    resumed = cli("--quiet", "prepare", "phantom", "--out", str(copy), *SMALL, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    for key in record.images:
+        again = np.asarray(nib.load(copy / record.images[key]).dataobj)
+        first = np.asarray(nib.load(phantom_dir / record.images[key]).dataobj)
+        np.testing.assert_array_equal(again, first)
+
+
+def test_cache_from_the_phantom_world(phantom_dir, cli, tmp_path):
+    result = cli("--quiet", "prepare", "cache", str(phantom_dir), "--out", str(tmp_path / "cache"),
+                 "--resolution", "32", "--keys", "ct,mr_t2,xray")
+    assert result.exit_code == 0, result.stderr
+    index = json.loads((tmp_path / "cache" / "cache.json").read_text())
+    assert index["config"]["keys"] == ["ct", "mr_t2", "xray"]
+    assert len(index["cases"]) == 4
+    assert all(name.endswith(".safetensors") for names in index["shards"].values() for name in names)
+
+
+def test_every_dataset_has_a_command(cli):
+    result = cli("prepare", "--help")
+    assert result.exit_code == 0
+    for name in (*ADAPTERS, "phantom", "verify", "cache"):
+        assert name in result.stdout
+
+
+def test_dataset_command_with_a_missing_root(cli, tmp_path):
+    result = cli("prepare", "brats", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "is not a folder" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_task_name_is_a_usage_error(cli, tmp_path):
+    result = cli("prepare", "phantom", "--out", str(tmp_path / "p"), "--tasks", "knee")
+    assert result.exit_code == 2
+    assert "knee" in result.stderr
+    assert not (tmp_path / "p").exists()

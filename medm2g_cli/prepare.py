@@ -33,6 +33,9 @@ def phantom(
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", help="Processes that make cases."),
     brain_slices: int = typer.Option(24, "--brain-slices", help="Axial slices per brain case (0: whole head)."),
     xray_pixels: int = typer.Option(256, "--xray-pixels", help="Side of the DRR X-ray in pixels."),
+    chest_base: Path | None = typer.Option(
+        None, "--chest-base", help="A real chest CT (NIfTI or DICOM, in HU) as the anatomy; findings are inserted."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Keep finished cases of an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
@@ -41,7 +44,7 @@ def phantom(
     Example: `medm2g prepare phantom --out data/phantom --cases 200 --workers 2`
     """
     config = PhantomConfig(cases=cases, seed=seed, tasks=_csv(tasks) or (), brain_slices=brain_slices or None,
-                           xray_pixels=xray_pixels)
+                           xray_pixels=xray_pixels, chest_base=str(chest_base) if chest_base else None)
     if workers < 1:
         raise InputError("--workers must be at least 1")
     with console.progress("phantom cases") as update:

@@ -82,6 +82,9 @@ def test_cache_pairs_slices_and_keeps_maps(tmp_path):
     xray = cache.stream("test", "xray")
     assert xray["images"].shape == (1, 32, 32)
     assert cache.index["cases"][2]["report"].startswith("FINDINGS")
+    grid = cache.index["cases"][0]["grids"]["ct"]
+    assert grid["shape"] == [32, 32, 8]
+    np.testing.assert_allclose(grid["affine"], np.diag([1.0, 1.0, 2.0, 1.0]), atol=1e-5)
     with pytest.raises(InputError, match="no mr_t1 images in split test"):
         cache.stream("test", "mr_t1")
 

@@ -101,3 +101,24 @@ def test_bad_task_name_is_a_usage_error(cli, tmp_path):
     assert result.exit_code == 2
     assert "knee" in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_chest_base_gives_findings_on_a_given_ct(phantom_dir, cli, tmp_path):
+    chest = read_manifest(phantom_dir / "manifest.jsonl").records[1]
+    base = phantom_dir / chest.images["ct"]
+    result = cli("--quiet", "prepare", "phantom", "--out", str(tmp_path / "based"), "--tasks", "chest",
+                 "--cases", "1", "--workers", "1", "--xray-pixels", "64", "--chest-base", str(base))
+    assert result.exit_code == 0, result.stderr
+    record = read_manifest(tmp_path / "based" / "manifest.jsonl").records[0]
+    ct = nib.load(tmp_path / "based" / record.images["ct"])
+    assert np.asarray(ct.dataobj).min() <= -900  # air and lungs of the base survive
+
+
+def test_chest_base_must_be_a_volume(cli, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    result = cli("prepare", "phantom", "--out", str(tmp_path / "p"), "--tasks", "chest", "--cases", "1",
+                 "--chest-base", get_testdata_file("CT_small.dcm"))
+    assert result.exit_code == 2
+    assert "single slice" in result.stderr
+    assert not (tmp_path / "p").exists()

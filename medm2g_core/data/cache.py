@@ -5,11 +5,12 @@ Volumes are turned to the closest canonical (RAS) orientation and cut into axial
 so paired images are found by joining streams on (case, slice) for volumes on one grid (CT and MRI of one
 brain) or on the case alone (a report and its X-ray). Slices are padded to a square and resized with
 antialiasing; mostly-empty slices are dropped per case (the same slices for every volume of the case). The
-intensity map of every image is kept in ``cache.json`` so outputs can be mapped back to HU or the source scale.
+intensity map and the source grid (shape, affine) of every image are kept in ``cache.json`` so outputs can be
+mapped back to HU or the source scale and placed on the original grid.
 
 Layout::
 
-    cache.json                          config, cases (id, split, report, labels, maps), shard list
+    cache.json                          config, cases (id, split, report, labels, maps, grids), shard list
     <split>-<key>-<n>.safetensors       "images" [N, R, R] float32, "case" [N] int32, "slice" [N] int32
 """
 
@@ -62,37 +63,48 @@ def square_resize(image: np.ndarray, resolution: int, fill: float) -> np.ndarray
     return resized[0, 0].numpy()
 
 
+@dataclass
+class CaseImages:
+    """One image key of one case in the cache: its 2D images, slice indices, and how to go back."""
+
+    images: np.ndarray  # [S, R, R] in [-1, 1], rows = array axis 1 of the canonical volume
+    slices: np.ndarray  # [S] slice index along the canonical superior axis
+    mapping: IntensityMap
+    source_shape: tuple[int, ...]  # the grid of the image as read
+    source_affine: np.ndarray
+
+
 def _normalised(
     manifest: Manifest, record: CaseRecord, key: str, config: CacheConfig
-) -> tuple[np.ndarray, IntensityMap]:
+) -> tuple[np.ndarray, IntensityMap, Volume]:
     modality = key_modality(key)[0]
     path, series = manifest.image_path(record, key), manifest.image_series(record, key)
     volume = read_volume(path, series=series, modality=modality)
     mapping = intensity_map(volume.data, modality, config.ct_clip_hu, config.mri_percentiles)
     data = canonical(volume) if volume.data.shape[2] > 1 else volume.data
-    return mapping.forward(data), mapping
+    return mapping.forward(data), mapping, volume
 
 
 def case_images(
     manifest: Manifest, record: CaseRecord, keys: tuple[str, ...], config: CacheConfig
-) -> dict[str, tuple[np.ndarray, np.ndarray, IntensityMap]]:
-    """Per key: images [S, R, R] (rows = array axis 1), their slice indices [S], and the intensity map."""
+) -> dict[str, CaseImages]:
+    """Every requested key of one case, cut into slices that stay paired across its volumes."""
     loaded = {key: _normalised(manifest, record, key, config) for key in keys if key in record.images}
-    grids = {data.shape for data, _ in loaded.values() if data.shape[2] > 1}
+    grids = {data.shape for data, _, _ in loaded.values() if data.shape[2] > 1}
     if len(grids) > 1:
         raise InputError(f"case {record.id}: its volumes are on different grids {sorted(grids)}; resample them first")
-    volumes = [data for data, _ in loaded.values() if data.shape[2] > 1]
+    volumes = [data for data, _, _ in loaded.values() if data.shape[2] > 1]
     keep = np.zeros(1, np.int32)
     if volumes:
         foreground = np.mean([(v > -0.9).mean(axis=(0, 1)) for v in volumes], axis=0)
         keep = np.flatnonzero(foreground >= config.min_foreground).astype(np.int32)
     out = {}
-    for key, (data, mapping) in loaded.items():
+    for key, (data, mapping, volume) in loaded.items():
         indices = keep if data.shape[2] > 1 else np.zeros(1, np.int32)
         images = np.zeros((len(indices), config.resolution, config.resolution), np.float32)
         for n, k in enumerate(indices):
             images[n] = square_resize(data[:, :, k].T, config.resolution, -1.0)
-        out[key] = (images, indices, mapping)
+        out[key] = CaseImages(images, indices, mapping, volume.shape, volume.affine)
     return out
 
 
@@ -133,18 +145,20 @@ def build_cache(
     with atomic_dir(out, overwrite) as tmp:
         for number, record in enumerate(manifest.records):
             per_key = case_images(manifest, record, keys, config)
-            for key, (images, indices, _) in per_key.items():
+            for key, item in per_key.items():
                 stream = streams.setdefault((record.split, key), _Stream())
-                stream.images.append(images)
-                stream.cases.append(np.full(len(indices), number))
-                stream.slices.append(indices)
-                stream.count += len(indices)
+                stream.images.append(item.images)
+                stream.cases.append(np.full(len(item.slices), number))
+                stream.slices.append(item.slices)
+                stream.count += len(item.slices)
                 if stream.count >= config.shard_images:
                     _flush(stream, tmp, record.split, key)
             cases.append({
                 "id": record.id, "split": record.split, "subject": record.subject, "source": record.source,
                 "report": record.report, "labels": record.labels,
-                "maps": {key: [m.low, m.high] for key, (_, _, m) in per_key.items()},
+                "maps": {key: [item.mapping.low, item.mapping.high] for key, item in per_key.items()},
+                "grids": {key: {"shape": list(item.source_shape), "affine": item.source_affine.tolist()}
+                          for key, item in per_key.items()},
             })
             if progress:
                 progress(number + 1, len(manifest.records))

@@ -6,6 +6,7 @@ Cases are written one folder each (atomically, with a ``case.json`` record), so 
 where it stopped; the manifest is written last.
 """
 
+import functools
 import json
 import multiprocessing
 import os
@@ -42,6 +43,7 @@ class PhantomConfig:
     brain_slices: int | None = 24  # an axial slab through the ventricles keeps files small; None = whole head
     chest_spacing_mm: float = 2.5
     xray_pixels: int = 256
+    chest_base: str | None = None  # a real chest CT (any format medm2g reads) as the anatomy of every chest case
 
     def __post_init__(self) -> None:
         if self.cases < 1:
@@ -50,6 +52,19 @@ class PhantomConfig:
         if unknown or not self.tasks:
             allowed, given = ",".join(TASKS), ",".join(self.tasks)
             raise InputError(f"--tasks must be a comma-separated subset of {allowed}; got {given!r}")
+        if self.chest_base is not None:
+            _chest_base(self.chest_base)  # fail before any case is made
+
+
+@functools.cache
+def _chest_base(path: str) -> Volume:
+    """The base CT, read once per process; it must be a CT in HU."""
+    from medm2g_core.io.load import read_volume
+
+    volume = read_volume(path, modality="CT")  # a DICOM of another modality is refused by the reader
+    if volume.is_2d:
+        raise InputError(f"--chest-base {path}: a single slice cannot be a chest volume")
+    return volume
 
 
 def case_plan(config: PhantomConfig) -> list[tuple[str, str, int]]:
@@ -67,7 +82,8 @@ def make_case(task: str, seed: int, config: PhantomConfig) -> tuple[dict[str, Vo
     if task == "brain":
         brain = make_brain_case(seed, spacing_mm=config.brain_spacing_mm, slices=config.brain_slices)
         return brain.images, brain_report(brain.findings, report_rng), brain.findings.labels(), brain.findings.to_dict()
-    chest = make_chest_case(seed, spacing_mm=config.chest_spacing_mm, xray_pixels=config.xray_pixels)
+    base = _chest_base(config.chest_base) if config.chest_base else None
+    chest = make_chest_case(seed, spacing_mm=config.chest_spacing_mm, base=base, xray_pixels=config.xray_pixels)
     images = {"ct": chest.ct, "xray": chest.xray}
     return images, chest_report(chest.findings, report_rng), chest.findings.labels(), chest.findings.to_dict()
 

@@ -134,3 +134,16 @@ def test_truncated_file_is_an_input_error(tmp_path):
     (tmp_path / "cut.nii").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match=r"cut\.nii"):
         read_nifti(tmp_path / "cut.nii")
+
+
+def test_quantized_float_images_are_int16_within_half_a_step(tmp_path):
+    data = np.random.default_rng(4).uniform(0.0, 1234.5, (16, 12, 3)).astype(np.float32)
+    path = write_nifti(Volume(data, np.eye(4), "MR", contrast="T1"), tmp_path / "q.nii.gz", quantize=True)
+    image = nib.load(path)
+    assert image.get_data_dtype() == np.int16
+    step = image.dataobj.slope
+    assert 0 < step < 1234.5 / 60000
+    back = read_nifti(path)
+    assert np.abs(back.data - data).max() <= step / 2 + 1e-4
+    assert back.data.min() == pytest.approx(data.min(), abs=step)
+    assert back.data.max() == pytest.approx(data.max(), abs=step)

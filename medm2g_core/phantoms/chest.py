@@ -1305,6 +1305,7 @@ def make_chest_case(
     insert_findings(Anatomy(canvas, lobes, landmarks), findings, placement_rng)
     canvas.hu += noise_rng.standard_normal(canvas.hu.shape, dtype=np.float32) * np.float32(CT_NOISE_HU)
     np.clip(canvas.hu, -1024.0, 3071.0, out=canvas.hu)
+    np.rint(canvas.hu, out=canvas.hu)  # integer HU, as a scanner stores them (and exact in int16 files)
     ct = _ct_volume(seed, canvas, notes)
     xray = drr(ct, pixels=xray_pixels, seed=noise_rng)
     return ChestCase(seed=int(seed), findings=findings, ct=ct, xray=xray, labels=canvas.labels, lobes=lobes,

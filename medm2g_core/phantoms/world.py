@@ -101,7 +101,7 @@ def _write_case(out: Path, case_id: str, task: str, seed: int, config: PhantomCo
     )
     with atomic_dir(folder, overwrite=True) as tmp:
         for key, volume in images.items():
-            write_nifti(volume, tmp / f"{key}.nii.gz")
+            write_nifti(volume, tmp / f"{key}.nii.gz", quantize=True)  # CT HU are integers and stay exact
         (tmp / "report.txt").write_text(report + "\n", encoding="utf-8")
         (tmp / CASE_RECORD).write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
     return record

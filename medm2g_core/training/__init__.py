@@ -1,0 +1,1 @@
+"""Training: recipes, the shared accelerate trainer, and one module per stage of the paper."""

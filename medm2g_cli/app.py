@@ -11,7 +11,7 @@ import typer
 from typer import _click as click
 
 import medm2g_core
-from medm2g_cli import console, doctor, imaging, prepare
+from medm2g_cli import console, doctor, imaging, prepare, train
 from medm2g_cli.console import settings
 from medm2g_core.devices import resolve_device, validate_device_spec
 from medm2g_core.errors import Medm2gError
@@ -30,6 +30,7 @@ app.command("info", help="List the models and recipes available here.")(doctor.i
 app.command("inspect", help="Show modality, shape, spacing, orientation and series of an image.")(imaging.inspect)
 app.command("convert", help="Convert between DICOM, NIfTI and PNG previews, geometry-exact.")(imaging.convert)
 app.add_typer(prepare.app, name="prepare", help="Prepare paired data: phantom world, datasets, verify, cache.")
+app.add_typer(train.app, name="train", help="Train the stages of MedM2G from TOML recipes.")
 
 
 def _print_version(value: bool) -> None:

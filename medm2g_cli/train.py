@@ -1,0 +1,72 @@
+"""``medm2g train``: the training stages of the paper, each from a TOML recipe."""
+
+from pathlib import Path
+
+import typer
+
+from medm2g_cli import console
+from medm2g_core.errors import InputError
+from medm2g_core.training.recipe import load_recipe
+from medm2g_core.training.run import LDM_MODALITIES, VAE_MODALITIES, StageRun, train_ldm, train_vae
+from medm2g_core.training.trainer import TrainResult
+
+app = typer.Typer(help="Train the stages of MedM2G from TOML recipes (micro, phantom-tiny, paper).",
+                  no_args_is_help=True)
+
+RECIPE_HELP = "A shipped recipe (micro, phantom-tiny, paper; see `medm2g info`) or a path to a .toml file."
+DATA_HELP = "A manifest, a folder holding manifest.jsonl (`medm2g prepare`), or a cache (`medm2g prepare cache`)."
+OUT_HELP = "Run folder: checkpoints, metrics.jsonl, samples/ and model/ (a complete MedM2G folder)."
+RESUME_HELP = "Continue the run in --out from its newest checkpoint (exactly as if it had not stopped)."
+STEPS_HELP = "Train this many optimiser steps instead of the recipe's (e.g. a quick smoke run)."
+
+
+def _stage_run(recipe: str, data: Path, out: Path, model: Path | None, resume: bool, steps: int | None) -> StageRun:
+    if steps is not None and steps < 1:
+        raise InputError("--steps must be at least 1")
+    return StageRun(recipe=load_recipe(recipe), data=data, out=out, base_model=model, resume=resume,
+                    device=console.settings.device, progress=not console.settings.quiet, steps=steps)
+
+
+def _report(result: TrainResult, out: Path) -> None:
+    loss = result.metrics.get("loss")
+    console.say(f"{result.steps} steps in {result.wall_s:.0f} s ({result.steps_per_s:.2f} steps/s)"
+                + (f", final loss {loss:.4g}" if loss is not None else ""))
+    typer.echo(str(out / "model"))
+
+
+@app.command("vae")
+def vae(
+    modality: str = typer.Option(
+        ..., "--modality", help=f"One of {', '.join(VAE_MODALITIES)} (image: one VAE for every imaging modality)."
+    ),
+    recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP),
+    model: Path | None = typer.Option(None, "--model", help="A MedM2G folder to add the trained VAE to."),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP),
+) -> None:
+    """Train an autoencoder: the image VAE (KL, one channel) or the text VAE (BERT encoder, GPT-2 decoder).
+
+    Example: `medm2g train vae --modality image --recipe phantom-tiny --data data/phantom --out runs/vae`
+    """
+    result = train_vae(_stage_run(recipe, data, out, model, resume, steps), modality)
+    _report(result, out)
+
+
+@app.command("ldm")
+def ldm(
+    modality: str = typer.Option(..., "--modality", help=f"One of {', '.join(LDM_MODALITIES)}."),
+    recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    model: Path = typer.Option(..., "--model", help="MedM2G folder with the autoencoder (RUN/model of train vae)."),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP),
+) -> None:
+    """Train a single-modal latent diffusion model (eps-prediction, Eq. 2 of the paper) in the autoencoder's latents.
+
+    Example: `medm2g train ldm --modality ct --data data/phantom --model runs/vae/model --out runs/ldm-ct`
+    """
+    result = train_ldm(_stage_run(recipe, data, out, model, resume, steps), modality)
+    _report(result, out)

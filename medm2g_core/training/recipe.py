@@ -1,0 +1,98 @@
+"""Recipes: one TOML file says how every stage of a model is trained (``recipes/*.toml``).
+
+Each stage has its model config (the same dataclass the model is built from) and its optimisation
+(:class:`OptimConfig`). Unknown keys are errors naming the key; nothing in a recipe is evaluated as code.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU
+from medm2g_core.environment import recipes_dir
+from medm2g_core.errors import InputError
+from medm2g_core.models.image_denoiser import ImageDenoiserConfig
+from medm2g_core.models.image_vae import ImageVAEConfig
+from medm2g_core.models.schedule import DiffusionConfig
+from medm2g_core.models.text_denoiser import TextDenoiserConfig
+from medm2g_core.models.text_vae import TextVAEConfig
+from medm2g_core.training.config_loading import from_dict
+from medm2g_core.training.stage import OptimConfig
+
+
+@dataclass
+class DataRecipe:
+    resolution: int = 64  # side of the square training slices
+    ct_clip_hu: tuple[float, float] = DEFAULT_CT_CLIP_HU
+    min_foreground: float = 0.05
+
+
+@dataclass
+class ImageVAERecipe:
+    keys: tuple[str, ...] = ("xray", "ct", "mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd")
+    init: str | None = None  # an SD-style AutoencoderKL folder or Hub id, adapted to one channel
+    model: ImageVAEConfig = field(default_factory=ImageVAEConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class TextVAERecipe:
+    tokenizer: str | None = None  # a folder with tokenizer.json; None: trained on the training reports
+    init_encoder: str | None = None  # a BERT folder (transformers format)
+    init_decoder: str | None = None  # a GPT-2 folder (transformers format)
+    kl_anneal_steps: int = 1000
+    model: TextVAEConfig = field(default_factory=TextVAEConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class ImageLDMRecipe:
+    cond_dropout: float = 0.1
+    init: str | None = None  # an SD-style UNet2DConditionModel folder, adapted to our channels
+    model: ImageDenoiserConfig = field(default_factory=ImageDenoiserConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class TextLDMRecipe:
+    model: TextDenoiserConfig = field(default_factory=TextDenoiserConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str = ""
+    data: DataRecipe = field(default_factory=DataRecipe)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    image_vae: ImageVAERecipe = field(default_factory=ImageVAERecipe)
+    text_vae: TextVAERecipe = field(default_factory=TextVAERecipe)
+    image_ldm: ImageLDMRecipe = field(default_factory=ImageLDMRecipe)
+    text_ldm: TextLDMRecipe = field(default_factory=TextLDMRecipe)
+
+
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    """A recipe file: a path to a ``.toml`` file, or the name of one shipped in ``recipes/``."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise InputError(f"recipe {path} does not exist")
+        return path
+    shipped = recipes_dir() / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        names = ", ".join(p.stem for p in sorted(recipes_dir().glob("*.toml")))
+        raise InputError(f"unknown recipe {str(name_or_path)!r}; shipped recipes: {names} (or give a .toml path)")
+    return shipped
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """Read and validate a recipe."""
+    path = recipe_path(name_or_path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"recipe {path}: not valid TOML ({exc})") from exc
+    if "name" not in table:
+        table["name"] = path.stem
+    return from_dict(Recipe, table, f"recipe {path.name}")

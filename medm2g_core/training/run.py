@@ -1,0 +1,194 @@
+"""Run one training stage from a recipe: data -> cache -> stage -> trainer -> a MedM2G model folder.
+
+``RUN/`` holds the trainer's files (checkpoints, metrics.jsonl, samples) and ``RUN/model``, a complete MedM2G
+folder: the components of ``--model`` (when given) plus the one this stage trained. A later stage takes that
+folder as its ``--model``, so ``train vae`` -> ``train ldm`` chains without copying anything by hand.
+"""
+
+import importlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from medm2g_core import __version__
+from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
+from medm2g_core.data.manifest import IMAGE_KEYS
+from medm2g_core.errors import InputError, ModelError
+from medm2g_core.hub import resolve_pretrained
+from medm2g_core.io.atomic import write_text
+from medm2g_core.models.medm2g import COMPONENT_CLASSES, MODEL_INDEX, MedM2G
+from medm2g_core.models.schedule import make_train_scheduler
+from medm2g_core.training.config_loading import to_dict
+from medm2g_core.training.recipe import Recipe
+from medm2g_core.training.stage import OptimConfig, Stage
+from medm2g_core.training.trainer import TrainResult, train
+
+VAE_MODALITIES = ("image", "xray", "ct", "mri", "text")
+LDM_MODALITIES = ("xray", "ct", "mri", "text")
+MRI_KEYS = tuple(key for key in IMAGE_KEYS if key.startswith("mr_"))
+
+
+@dataclass
+class StageRun:
+    """What one ``medm2g train`` invocation asked for."""
+
+    recipe: Recipe
+    data: Path  # a manifest, a prepared folder holding manifest.jsonl, or a cache folder
+    out: Path
+    base_model: Path | None = None
+    resume: bool = False
+    device: str = "auto"
+    progress: bool = True
+    steps: int | None = None  # overrides the recipe's step count of the stage
+
+
+def _optim(run: StageRun, optim: OptimConfig) -> OptimConfig:
+    return optim if run.steps is None else replace(optim, steps=run.steps)
+
+
+def init_folder(value: str | None, what: str) -> str | None:
+    """A recipe's ``init`` (folder or Hub id, ``#subfolder``) as a local folder, or None."""
+    return None if value is None else str(resolve_pretrained(value, what))
+
+
+def open_cache(run: StageRun) -> Cache:
+    """The cache ``--data`` names, or one built (once) from its manifest into ``RUN/cache``."""
+    data = run.data
+    if not data.exists():
+        raise InputError(f"--data {data}: no such file or folder")
+    if (data / CACHE_INDEX).is_file():
+        cache = Cache.open(data)
+        if cache.resolution != run.recipe.data.resolution:
+            raise InputError(f"--data {data}: cached at {cache.resolution} px but recipe "
+                             f"{run.recipe.name} trains at {run.recipe.data.resolution} px")
+        return cache
+    manifest = data / "manifest.jsonl" if data.is_dir() else data
+    folder = run.out / "cache"
+    if not (folder / CACHE_INDEX).is_file():
+        config = CacheConfig(resolution=run.recipe.data.resolution, ct_clip_hu=run.recipe.data.ct_clip_hu,
+                             min_foreground=run.recipe.data.min_foreground)
+        run.out.mkdir(parents=True, exist_ok=True)
+        build_cache(manifest, folder, config, overwrite=True)
+    return Cache.open(folder)
+
+
+def image_keys(cache: Cache, modality: str, recipe_keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The cache streams a modality trains on; an error when the data has none of them."""
+    wanted = {"image": recipe_keys, "xray": ("xray",), "ct": ("ct",), "mri": MRI_KEYS}[modality]
+    present = tuple(k for k in wanted if f"train/{k}" in cache.index["shards"])
+    if not present:
+        raise InputError(f"the data has no {modality} images in its train split (looked for {', '.join(wanted)})")
+    return present
+
+
+def load_base(run: StageRun, needed: tuple[str, ...] = ()) -> MedM2G:
+    """The ``--model`` to build on (empty when not given); ``needed`` components must be in it."""
+    if run.base_model is None:
+        if needed:
+            raise InputError(f"this stage needs a --model with {', '.join(needed)} (train it first)")
+        return MedM2G()
+    if not run.base_model.is_dir():
+        raise InputError(f"--model {run.base_model}: no such model folder")
+    model = MedM2G.from_pretrained(run.base_model)
+    missing = [name for name in needed if name not in model]
+    if missing:
+        raise InputError(f"--model {run.base_model} has no {', '.join(missing)}; train that stage first")
+    return model
+
+
+def _exported(folder: Path) -> dict[str, object]:
+    """Load the components a stage exported into ``folder`` (each subfolder names its class in config.json)."""
+    components = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        config_file = next((sub / n for n in ("config.json", "scheduler_config.json") if (sub / n).is_file()), None)
+        if config_file is None:
+            raise ModelError(f"{sub}: the stage exported a folder without a config.json")
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        class_name = config.get("_class_name")
+        if class_name not in COMPONENT_CLASSES:
+            raise ModelError(f"{sub}: exported class {class_name!r} is not a registered component")
+        module, name = COMPONENT_CLASSES[class_name]
+        component_class = getattr(importlib.import_module(module), name)
+        components[sub.name] = component_class.from_pretrained(sub)
+    return components
+
+
+def run_stage(run: StageRun, stage: Stage, optim: OptimConfig, base: MedM2G) -> TrainResult:
+    """Train ``stage`` and write ``RUN/model``: ``base`` plus the exported component(s) and the scheduler."""
+    optim = _optim(run, optim)
+    result = train(stage, optim, run.out, resume=run.resume, device=run.device, progress=run.progress)
+    model = base
+    for name, component in _exported(run.out / "model").items():
+        model = model.with_component(name, component)
+    model = model.with_component("scheduler", make_train_scheduler(run.recipe.diffusion))
+    model.info = {**model.info, "recipe": run.recipe.name, f"stage:{stage.name}": {"steps": result.steps}}
+    model.save_pretrained(run.out / "model", overwrite=True)
+    write_run_record(run, stage.name, optim, result)
+    return result
+
+
+def write_run_record(run: StageRun, stage_name: str, optim: OptimConfig, result: TrainResult) -> Path:
+    """``RUN/run.json``: what was run, on what, with which weights out (the provenance every output carries)."""
+    index = json.loads((run.out / "model" / MODEL_INDEX).read_text(encoding="utf-8"))
+    record = {
+        "medm2g": __version__,
+        "command": f"train {stage_name}",
+        "recipe": to_dict(run.recipe),
+        "data": str(run.data.resolve()),
+        "base_model": str(run.base_model.resolve()) if run.base_model else None,
+        "device": run.device,
+        "seed": optim.seed,
+        "steps": result.steps,
+        "wall_s": round(result.wall_s, 3),
+        "steps_per_s": round(result.steps_per_s, 4),
+        "metrics": result.metrics,
+        "model_sha256": index["sha256"],
+    }
+    return write_text(run.out / "run.json", json.dumps(record, indent=2, default=str) + "\n", overwrite=True)
+
+
+def train_vae(run: StageRun, modality: str) -> TrainResult:
+    """``medm2g train vae``: the image VAE (shared or per modality) or the text VAE."""
+    from medm2g_core.training.image_vae_stage import ImageVAEStage
+    from medm2g_core.training.text_vae_stage import TextVAEStage, reports_from_cache
+
+    if modality not in VAE_MODALITIES:
+        raise InputError(f"--modality must be one of {', '.join(VAE_MODALITIES)}; got {modality!r}")
+    base = load_base(run)
+    if modality == "text":
+        section = run.recipe.text_vae
+        inits = {name: init_folder(getattr(section, name), f"text_vae.{name}")
+                 for name in ("tokenizer", "init_encoder", "init_decoder")}
+        cache = open_cache(run)
+        stage = TextVAEStage(reports_from_cache(cache), section.model, kl_anneal_steps=section.kl_anneal_steps,
+                             **inits)
+        return run_stage(run, stage, section.optim, base)
+    section = run.recipe.image_vae
+    init = init_folder(section.init, "image_vae.init")
+    cache = open_cache(run)
+    keys = image_keys(cache, modality, section.keys)
+    stage = ImageVAEStage(cache, keys, section.model, init=init, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base)
+
+
+def train_ldm(run: StageRun, modality: str) -> TrainResult:
+    """``medm2g train ldm``: a single-modal denoiser in the latent space of the ``--model``'s autoencoder."""
+    from medm2g_core.training.image_ldm_stage import ImageLDMStage
+    from medm2g_core.training.text_ldm_stage import TextLDMStage
+
+    if modality not in LDM_MODALITIES:
+        raise InputError(f"--modality must be one of {', '.join(LDM_MODALITIES)}; got {modality!r}")
+    if modality == "text":
+        base = load_base(run, ("text_vae",))
+        section = run.recipe.text_ldm
+        stage = TextLDMStage(open_cache(run), base["text_vae"], section.model, run.recipe.diffusion,
+                             seed=section.optim.seed)
+        return run_stage(run, stage, section.optim, base)
+    base = load_base(run, ("image_vae",))
+    section = run.recipe.image_ldm
+    init = init_folder(section.init, "image_ldm.init")
+    cache = open_cache(run)
+    image_keys(cache, modality, ())
+    stage = ImageLDMStage(cache, modality, base["image_vae"], section.model, run.recipe.diffusion,
+                          cond_dropout=section.cond_dropout, init=init, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base)

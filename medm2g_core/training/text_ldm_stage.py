@@ -1,0 +1,137 @@
+"""Stage: the text LDM (paper 3.1, Eq. 2) on the frozen text VAE's latent vectors.
+
+Latents: the posterior means of the reports, encoded once per split on first use (the text VAE is frozen) and
+kept on the CPU, scaled by ``scaling_factor`` = 1 / std of the training latent means (as the image VAE's),
+which is stored in the denoiser's config so that samples are divided by it before ``text_vae.decode``. The
+cross-attention reads the null context (no partner modality here); noise and timesteps come from the trainer's
+generator. Reports come from the cache's cases of each split, or from a plain list used for every split.
+"""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+from torch.utils.data import Dataset
+
+from medm2g_core.data.cache import Cache
+from medm2g_core.errors import InputError
+from medm2g_core.io.atomic import write_text
+from medm2g_core.models.medm2g import export_component
+from medm2g_core.models.schedule import (
+    DiffusionConfig,
+    make_sampler,
+    make_train_scheduler,
+    sample_latents,
+    training_target,
+)
+from medm2g_core.models.text_denoiser import TextDenoiser, TextDenoiserConfig
+from medm2g_core.models.text_vae import TextVAE
+
+ENCODE_BATCH = 64
+PREVIEW_REPORTS = 4
+
+
+class LatentVectors(Dataset):
+    """Items {"latent": [latent_dim] (scaled)}."""
+
+    def __init__(self, latents: torch.Tensor) -> None:
+        self.latents = latents
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"latent": self.latents[index]}
+
+
+class TextLDMStage:
+    """Trains ``denoiser_text`` on the latents of a frozen :class:`TextVAE`."""
+
+    def __init__(
+        self, cache_or_reports: Cache | list[str], text_vae: TextVAE, config: TextDenoiserConfig,
+        diffusion: DiffusionConfig, seed: int = 0, preview_steps: int = 20,
+    ) -> None:
+        if config.latent_dim != text_vae.config.latent_dim:
+            raise InputError(f"denoiser latent_dim {config.latent_dim} != text VAE latent_dim "
+                             f"{text_vae.config.latent_dim}")
+        self.name = "ldm-text"
+        self.source, self.diffusion, self.preview_steps = cache_or_reports, diffusion, preview_steps
+        self.text_vae = text_vae.requires_grad_(False).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.denoiser = TextDenoiser(**asdict(config))
+        self.scheduler = make_train_scheduler(diffusion)
+        self._means: dict[str, torch.Tensor] = {}
+        self._factor: float | None = None
+        self._datasets: dict[str, LatentVectors] = {}
+
+    def reports(self, split: str) -> list[str]:
+        if isinstance(self.source, list):
+            reports = self.source
+        else:
+            cases = self.source.index["cases"]
+            reports = [case["report"] for case in cases if case["split"] == split and case["report"]]
+        if not reports:
+            raise InputError(f"no reports in split {split}")
+        return reports
+
+    @torch.no_grad()
+    def _latent_means(self, split: str) -> torch.Tensor:
+        if split not in self._means:
+            reports = self.reports(split)
+            chunks = [self.text_vae.encode(reports[i:i + ENCODE_BATCH])[0].float().cpu()
+                      for i in range(0, len(reports), ENCODE_BATCH)]
+            self._means[split] = torch.cat(chunks)  # [N, D]
+        return self._means[split]
+
+    def scaling_factor(self) -> float:
+        """1 / std of the training latent means, measured on first use and written into the denoiser's config."""
+        if self._factor is None:
+            self._factor = float(1.0 / self._latent_means("train").std())
+            self.denoiser.register_to_config(scaling_factor=self._factor)
+        return self._factor
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"denoiser_text": self.denoiser, "text_vae": self.text_vae}
+
+    def trainable(self) -> list[nn.Parameter]:
+        return list(self.denoiser.parameters())
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        return {"denoiser_text": self.denoiser}
+
+    def dataset(self, split: str) -> LatentVectors:
+        if split not in self._datasets:
+            self._datasets[split] = LatentVectors(self._latent_means(split) * self.scaling_factor())
+        return self._datasets[split]
+
+    def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        device = self.denoiser.device
+        latents = batch["latent"].to(device)  # [B, D]
+        noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(latents),), generator=generator,
+                                  device=generator.device).to(device)
+        prediction = self.denoiser(self.scheduler.add_noise(latents, noise, timesteps), timesteps)
+        loss = F.mse_loss(prediction.float(), training_target(self.scheduler, latents, noise, timesteps).float())
+        return loss, {"mse": loss.item()}
+
+    @torch.no_grad()
+    def sample(self, folder: Path, step: int) -> None:
+        """Reports decoded (greedy) from DDIM samples of fixed noise, one per line, in a .txt file."""
+        shape = (PREVIEW_REPORTS, self.denoiser.config.latent_dim)
+        latents = sample_latents(
+            lambda z, t: self.denoiser(z, t), shape, make_sampler(self.diffusion), self.preview_steps,
+            torch.Generator().manual_seed(0), self.denoiser.device,
+        )
+        reports = self.text_vae.decode(latents / self.scaling_factor(), num_beams=1)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_text(Path(folder) / f"{self.name}-{step:06d}.txt", "\n".join(reports) + "\n", overwrite=True)
+
+    def export(self, folder: Path) -> None:
+        """``folder/denoiser_text`` (with its ``scaling_factor``) and ``folder/scheduler``."""
+        self.scaling_factor()  # measured before saving, even if training never asked for it
+        export_component(self.denoiser, Path(folder) / "denoiser_text")
+        export_component(self.scheduler, Path(folder) / "scheduler")

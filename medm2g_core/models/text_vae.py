@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from tokenizers import Tokenizer
 from torch import nn
 from transformers import BertConfig, BertModel, Cache, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -161,9 +162,8 @@ class TextVAE(ModelMixin, ConfigMixin):
             raise InputError(f"the pretrained {part} has {wrong}; set the text VAE's {part}_* sizes to match")
 
     def _same_vocab(self, folder: str | os.PathLike) -> bool:
-        if not (Path(folder) / TOKENIZER_FILE).is_file():
-            return False
-        return load_tokenizer(folder).get_vocab() == self._tokenizer().get_vocab()
+        path = Path(folder) / TOKENIZER_FILE
+        return path.is_file() and Tokenizer.from_file(str(path)).get_vocab() == self._tokenizer().get_vocab()
 
     # ------------------------------------------------------------------------------------------ encoding
 

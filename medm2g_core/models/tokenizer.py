@@ -65,8 +65,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
 
 
 def load_tokenizer(folder: str | os.PathLike) -> PreTrainedTokenizerFast:
-    """The tokenizer saved in ``folder`` (its ``tokenizer.json`` and ``tokenizer_config.json``)."""
+    """The tokenizer saved in ``folder`` (``tokenizer.json``, ``tokenizer_config.json``), checked for the text VAE:
+    it must have pad, BOS and EOS tokens and wrap every text in BOS ... EOS, as :func:`train_tokenizer` makes it."""
     folder = Path(folder)
     if not (folder / TOKENIZER_FILE).is_file():
         raise ModelError(f"{folder}: no {TOKENIZER_FILE}; a text VAE folder holds its tokenizer beside its weights")
-    return PreTrainedTokenizerFast.from_pretrained(str(folder), clean_up_tokenization_spaces=False)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), clean_up_tokenization_spaces=False)
+    ids = tokenizer("a")["input_ids"]
+    if tokenizer.pad_token_id is None or ids[0] != tokenizer.bos_token_id or ids[-1] != tokenizer.eos_token_id:
+        raise ModelError(f"{folder}: the tokenizer needs pad, BOS and EOS tokens and must wrap texts in BOS ... EOS; "
+                         "make one with medm2g_core.models.tokenizer.train_tokenizer")
+    return tokenizer

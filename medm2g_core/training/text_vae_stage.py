@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import SPLITS, Manifest, read_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_dir, write_text
+from medm2g_core.io.atomic import write_text
+from medm2g_core.models.medm2g import export_component
 from medm2g_core.models.text_vae import TextVAE, TextVAEConfig
 from medm2g_core.models.tokenizer import load_tokenizer, normalise_report, train_tokenizer
 
@@ -144,20 +145,18 @@ class TextVAEStage:
         return total, metrics
 
     def sample(self, folder: Path, step: int) -> None:
-        """Write ``samples/step-N.txt``: a few validation reports and their greedy reconstructions."""
+        """Write ``text-vae-<step>.txt``: a few validation reports and their greedy reconstructions."""
         originals = (self.reports.get("val") or self.reports["train"])[:PREVIEW_REPORTS]
         with torch.no_grad():
             rebuilt = self.vae.decode(self.vae.encode(originals)[0])
         text = "".join(f"original:      {normalise_report(original)}\nreconstructed: {copy}\n\n"
                        for original, copy in zip(originals, rebuilt, strict=True))
-        (Path(folder) / "samples").mkdir(parents=True, exist_ok=True)
-        write_text(Path(folder) / "samples" / f"step-{step}.txt", text, overwrite=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_text(Path(folder) / f"{self.name}-{step:06d}.txt", text, overwrite=True)
 
     def export(self, folder: Path) -> None:
         """Save ``folder/text_vae``: config.json, safetensors weights and the tokenizer."""
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with atomic_dir(Path(folder) / "text_vae", overwrite=True) as tmp:
-            self.vae.save_pretrained(tmp)
+        export_component(self.vae, Path(folder) / "text_vae")
 
 
 # ---------------------------------------------------------------------------------------------- BLEU

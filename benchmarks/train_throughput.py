@@ -4,6 +4,8 @@ Builds each stage exactly as ``medm2g train`` does (the recipe's model configs a
 weights: speed does not depend on them), times ``--steps`` AdamW steps after one warm-up step, and projects
 the wall time of the recipe's step counts. The image VAE's latent encoding for the LDM stages is not timed.
 
+    medm2g prepare phantom --out data/phantom --cases 200
+    medm2g prepare cache data/phantom --out data/cache64 --resolution 64
     python benchmarks/train_throughput.py --cache data/cache64 --recipe phantom-tiny --write
 """
 
@@ -83,8 +85,9 @@ def main() -> None:
                     f"{minutes:.1f} |")
         print(rows[-1], flush=True)
     body = "\n".join([
-        f"Recipe `{args.recipe}` at {recipe.data.resolution} px, {platform.machine()}, {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads, fp32; {args.steps} timed steps per stage after one warm-up.",
+        f"Recipe `{args.recipe}` at {recipe.data.resolution} px on a cache of {len(cache.index['cases'])} phantom "
+        f"cases, {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, fp32; "
+        f"{args.steps} timed steps per stage after one warm-up.",
         "",
         "| stage | batch | steps/s | samples/s | recipe steps | projected min |",
         "|---|---|---|---|---|---|",

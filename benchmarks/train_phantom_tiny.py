@@ -97,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
     work, cache_dir = args.work, args.work / "cache"
+    work.mkdir(parents=True, exist_ok=True)
     times = {"cache": medm2g("prepare", "cache", str(args.data), "--out", str(cache_dir), "--resolution",
                              str(recipe.data.resolution), "--overwrite")}
     common = ("--recipe", args.recipe, "--data", str(cache_dir))

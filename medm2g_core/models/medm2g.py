@@ -107,6 +107,16 @@ def _load_component(component_class: type, folder: Path) -> Any:
         raise ModelError(f"{folder}: cannot load {component_class.__name__}: {error}") from error
 
 
+def load_exported(folder: str | os.PathLike) -> Any:
+    """Load one component saved by :func:`export_component`; its config file names its registered class."""
+    folder = Path(folder)
+    config_file = next((folder / n for n in ("config.json", "scheduler_config.json") if (folder / n).is_file()), None)
+    if config_file is None:
+        raise ModelError(f"{folder}: no config.json; not an exported component")
+    class_name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name")
+    return _load_component(_registered_class(str(class_name)), folder)
+
+
 def _read_index(folder: Path) -> dict:
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder")

@@ -5,7 +5,6 @@ folder: the components of ``--model`` (when given) plus the one this stage train
 folder as its ``--model``, so ``train vae`` -> ``train ldm`` chains without copying anything by hand.
 """
 
-import importlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,10 +12,10 @@ from pathlib import Path
 from medm2g_core import __version__
 from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
 from medm2g_core.data.manifest import IMAGE_KEYS
-from medm2g_core.errors import InputError, ModelError
+from medm2g_core.errors import InputError
 from medm2g_core.hub import resolve_pretrained
 from medm2g_core.io.atomic import write_text
-from medm2g_core.models.medm2g import COMPONENT_CLASSES, MODEL_INDEX, MedM2G
+from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G, load_exported
 from medm2g_core.models.schedule import make_train_scheduler
 from medm2g_core.training.config_loading import to_dict
 from medm2g_core.training.recipe import Recipe
@@ -97,20 +96,8 @@ def load_base(run: StageRun, needed: tuple[str, ...] = ()) -> MedM2G:
 
 
 def _exported(folder: Path) -> dict[str, object]:
-    """Load the components a stage exported into ``folder`` (each subfolder names its class in config.json)."""
-    components = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        config_file = next((sub / n for n in ("config.json", "scheduler_config.json") if (sub / n).is_file()), None)
-        if config_file is None:
-            raise ModelError(f"{sub}: the stage exported a folder without a config.json")
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        class_name = config.get("_class_name")
-        if class_name not in COMPONENT_CLASSES:
-            raise ModelError(f"{sub}: exported class {class_name!r} is not a registered component")
-        module, name = COMPONENT_CLASSES[class_name]
-        component_class = getattr(importlib.import_module(module), name)
-        components[sub.name] = component_class.from_pretrained(sub)
-    return components
+    """The components a stage exported into ``folder``, one per subfolder."""
+    return {sub.name: load_exported(sub) for sub in sorted(p for p in folder.iterdir() if p.is_dir())}
 
 
 def run_stage(run: StageRun, stage: Stage, optim: OptimConfig, base: MedM2G) -> TrainResult:

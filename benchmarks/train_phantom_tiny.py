@@ -6,6 +6,8 @@ mean-image baseline, text VAE reconstruction BLEU-4 of held-out reports (and fin
 labeler), steps/s and wall time of every stage, and writes a grid of unconditional LDM samples per modality.
 
     python benchmarks/train_phantom_tiny.py --data data/phantom --work runs/phantom-tiny --write
+
+A rerun with the same ``--work`` skips the stages that finished (their wall times are kept in times.json).
 """
 
 import argparse
@@ -38,6 +40,19 @@ def medm2g(*args: str) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medm2g_cli", "--quiet", *args], check=True)
     return time.perf_counter() - start
+
+
+class Stages:
+    """Runs stages once: wall times are kept in ``work/times.json``, so a rerun skips the finished stages."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / "times.json"
+        self.times = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def run(self, name: str, *args: str) -> None:
+        if name not in self.times:
+            self.times[name] = medm2g(*args)
+            self.path.write_text(json.dumps(self.times, indent=1))
 
 
 def held_out(cache: Cache, key: str) -> torch.Tensor | None:
@@ -98,21 +113,23 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     work, cache_dir = args.work, args.work / "cache"
     work.mkdir(parents=True, exist_ok=True)
-    times = {"cache": medm2g("prepare", "cache", str(args.data), "--out", str(cache_dir), "--resolution",
-                             str(recipe.data.resolution), "--overwrite")}
+    stages = Stages(work)
+    stages.run("cache", "prepare", "cache", str(args.data), "--out", str(cache_dir), "--resolution",
+               str(recipe.data.resolution), "--overwrite")
     common = ("--recipe", args.recipe, "--data", str(cache_dir))
-    times["vae image"] = medm2g("train", "vae", "--modality", "image", *common, "--out", str(work / "vae"))
+    stages.run("vae image", "train", "vae", "--modality", "image", *common, "--out", str(work / "vae"))
     model = work / "vae" / "model"
     for modality in ("xray", "ct", "mri"):
         run = work / f"ldm-{modality}"
-        times[f"ldm {modality}"] = medm2g("train", "ldm", "--modality", modality, *common, "--model", str(model),
-                                          "--out", str(run))
+        stages.run(f"ldm {modality}", "train", "ldm", "--modality", modality, *common, "--model", str(model),
+                   "--out", str(run))
         model = run / "model"
-    times["vae text"] = medm2g("train", "vae", "--modality", "text", *common, "--model", str(model),
-                               "--out", str(work / "vae-text"))
+    stages.run("vae text", "train", "vae", "--modality", "text", *common, "--model", str(model),
+               "--out", str(work / "vae-text"))
     model = work / "vae-text" / "model"
-    times["ldm text"] = medm2g("train", "ldm", "--modality", "text", *common, "--model", str(model),
-                               "--out", str(work / "ldm-text"))
+    stages.run("ldm text", "train", "ldm", "--modality", "text", *common, "--model", str(model),
+               "--out", str(work / "ldm-text"))
+    times = stages.times
     final = MedM2G.from_pretrained(work / "ldm-text" / "model")
     cache = Cache.open(cache_dir)
     grid = sample_grid(final, recipe, work / "ldm-samples.png")

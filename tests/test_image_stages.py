@@ -21,7 +21,7 @@ from medm2g_core.models.text_vae import TextVAE
 from medm2g_core.models.tokenizer import train_tokenizer
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
 from medm2g_core.training.image_ldm_stage import ImageLDMStage
-from medm2g_core.training.image_vae_stage import ImageVAEStage, evaluate_reconstruction
+from medm2g_core.training.image_vae_stage import CacheSlices, ImageVAEStage, evaluate_reconstruction
 from medm2g_core.training.stage import OptimConfig
 from medm2g_core.training.text_ldm_stage import TextLDMStage
 from medm2g_core.training.trainer import train as run_trainer
@@ -74,9 +74,9 @@ def mean(values: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def vae_stage(cache, tmp_path_factory) -> tuple[ImageVAEStage, list[float], Path]:
-    """One VAE over X-ray, CT and MRI slices, trained 150 steps and exported (measuring its scaling factor)."""
+    """One VAE over X-ray, CT and MRI slices, trained 300 steps and exported (measuring its scaling factor)."""
     stage = ImageVAEStage(cache, IMAGE_KEYS, VAE, seed=0)
-    losses = train(stage, steps=150, lr=5e-3, batch_size=8)
+    losses = train(stage, steps=300, lr=5e-3, batch_size=8)
     export = tmp_path_factory.mktemp("vae-export")
     stage.export(export)
     return stage, losses, export
@@ -85,7 +85,7 @@ def vae_stage(cache, tmp_path_factory) -> tuple[ImageVAEStage, list[float], Path
 def test_vae_stage_beats_the_mean_image(vae_stage):
     stage, losses, _ = vae_stage
     assert mean(losses[:10]) > mean(losses[-10:])
-    train_mean = stage.dataset("train").images.mean(0)
+    train_mean = CacheSlices(stage.cache, "train", IMAGE_KEYS).images.mean(0)
     scores = evaluate_reconstruction(stage.vae, stage.dataset("val").images, train_mean)
     assert scores["psnr"] > scores["mean_baseline_psnr"] + 0.5, scores
 
@@ -239,3 +239,19 @@ def test_text_ldm_stage_reads_reports_by_split(cache, text_vae):
         stage.dataset("test")
     with pytest.raises(InputError, match="latent_dim"):
         TextLDMStage(cache, text_vae, TextDenoiserConfig(latent_dim=64, tokens=4), DiffusionConfig())
+
+
+def test_balanced_vae_data_draws_each_modality_equally(cache):
+    stage = ImageVAEStage(cache, IMAGE_KEYS, VAE, seed=0)
+    plain = ImageVAEStage(cache, IMAGE_KEYS, VAE, seed=0, balance=False).dataset("train")
+    data = stage.dataset("train")
+    labels = torch.stack([data[i]["label"] for i in range(len(data))])
+    images = torch.stack([data[i]["image"] for i in range(len(data))])
+    xray = plain.sizes["xray"]
+    groups = len(data.groups)
+    assert groups == 3 and len(data) == groups * max(len(g) for g in data.groups)
+    # Every third item is an X-ray (the first keys are xray then ct), and every slice of the data appears.
+    assert all(torch.equal(images[i], plain.images[(i // 3) % xray]) for i in range(0, len(data), 3))
+    assert (labels > 0).sum() == len(data) // 3  # the MRI third carries contrast labels
+    seen = {hash(img.numpy().tobytes()) for img in images}
+    assert seen == {hash(img.numpy().tobytes()) for img in plain.images}

@@ -32,6 +32,7 @@ class DataRecipe:
 class ImageVAERecipe:
     keys: tuple[str, ...] = ("xray", "ct", "mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd")
     init: str | None = None  # an SD-style AutoencoderKL folder or Hub id, adapted to one channel
+    balance: bool = True  # draw X-ray, CT and MRI slices equally often (one X-ray per case vs many CT/MRI slices)
     model: ImageVAEConfig = field(default_factory=ImageVAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 

@@ -154,7 +154,7 @@ def train_vae(run: StageRun, modality: str) -> TrainResult:
     init = init_folder(section.init, "image_vae.init")
     cache = open_cache(run)
     keys = image_keys(cache, modality, section.keys)
-    stage = ImageVAEStage(cache, keys, section.model, init=init, seed=section.optim.seed)
+    stage = ImageVAEStage(cache, keys, section.model, init=init, seed=section.optim.seed, balance=section.balance)
     return run_stage(run, stage, section.optim, base)
 
 

@@ -6,8 +6,18 @@ import typer
 
 from medm2g_cli import console
 from medm2g_core.errors import InputError
+from medm2g_core.training.cross_stage import ROUNDS
 from medm2g_core.training.recipe import load_recipe
-from medm2g_core.training.run import LDM_MODALITIES, VAE_MODALITIES, StageRun, train_ldm, train_vae
+from medm2g_core.training.run import (
+    LDM_MODALITIES,
+    VAE_MODALITIES,
+    StageRun,
+    train_align,
+    train_cross,
+    train_cross_all,
+    train_ldm,
+    train_vae,
+)
 from medm2g_core.training.trainer import TrainResult
 
 app = typer.Typer(help="Train the stages of MedM2G from TOML recipes (micro, phantom-tiny, paper).",
@@ -70,3 +80,59 @@ def ldm(
     """
     result = train_ldm(_stage_run(recipe, data, out, model, resume, steps), modality)
     _report(result, out)
+
+
+@app.command("align")
+def align(
+    recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    model: Path = typer.Option(..., "--model", help="MedM2G folder with the text VAE (its tokenizer and encoder)."),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP),
+    vi: bool | None = typer.Option(None, "--vi/--no-vi", help="Visual invariant (Barlow Twins) term; default: the "
+                                   "recipe's [ablation] vi."),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP),
+) -> None:
+    """Central alignment (paper 3.2-3.3): prompt encoders for text, X-ray, CT and MRI in one space, text at the centre.
+
+    Pairs are aligned in the recipe's order (text-xray, text-ct, ct-mri) with symmetric InfoNCE; with --vi each
+    image encoder also keeps its features invariant to anatomy-preserving augmentations. Samples are held-out
+    retrieval scores (samples/align-*.json).
+
+    Example: `medm2g train align --data data/phantom --model runs/ldm-text/model --out runs/align`
+    """
+    result = train_align(_stage_run(recipe, data, out, model, resume, steps), vi)
+    _report(result, out)
+
+
+@app.command("cross")
+def cross(
+    round_name: str | None = typer.Option(None, "--round", help=f"One round: {', '.join(ROUNDS)}."),
+    all_rounds: bool = typer.Option(False, "--all", help="Run the recipe's rounds in order (RUN/<round>/, then "
+                                    "RUN/model)."),
+    recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    model: Path = typer.Option(..., "--model", help="MedM2G folder with the VAEs, denoisers and prompt encoders "
+                               "(RUN/model of train align, or of the previous round)."),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP + " (per round)"),
+) -> None:
+    """Latent cross-guided training (paper 3.4-3.5): context encoders and cross-attention, one multi-flow round
+    at a time; everything else stays frozen.
+
+    Rounds: text-xray (V_text, V_xray, both cross-attentions), text-ct (text frozen), ct-mri (CT frozen).
+    Samples are held-out denoising losses with the real vs a shuffled partner (samples/cross-*.json).
+
+    Example: `medm2g train cross --all --data data/phantom --model runs/align/model --out runs/cross`
+    """
+    if all_rounds == (round_name is not None):
+        raise InputError("give exactly one of --round R or --all")
+    run = _stage_run(recipe, data, out, model, resume, steps)
+    if all_rounds:
+        results = train_cross_all(run)
+        console.say(f"{len(results)} rounds, {sum(r.steps for r in results)} steps in "
+                    f"{sum(r.wall_s for r in results):.0f} s")
+        typer.echo(str(out / "model"))
+        return
+    _report(train_cross(run, round_name), out)

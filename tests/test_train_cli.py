@@ -49,7 +49,7 @@ def test_ldm_builds_on_the_vae_model(vae_run, world, cli):
                  "--model", str(vae_run / "model"), "--out", str(out), "--steps", "5")
     assert result.exit_code == 0, result.stderr
     model = MedM2G.from_pretrained(out / "model")
-    assert set(model.components) == {"image_vae", "denoiser_ct", "scheduler"}
+    assert set(model.components) == {"image_vae", "denoiser_ct", "self_guide_ct", "scheduler"}
     again = cli("--quiet", "train", "ldm", "--modality", "ct", "--recipe", "micro", "--data", str(world / "cache"),
                 "--model", str(vae_run / "model"), "--out", str(out), "--steps", "5")
     assert again.exit_code == 2 and "--resume" in again.stderr

@@ -7,6 +7,12 @@ transformer block) read a context of tokens [B, L, D]: in the single-modal LDM t
 only the ``attn2`` weights train (:meth:`ImageDenoiser.cross_attention_parameters`). MRI contrast enters as
 a class embedding added to the timestep embedding: label 0 means "no contrast given", 1.. follow
 :data:`~medm2g_core.io.volume.MRI_CONTRASTS` (T1, T1ce, T2, FLAIR, PD).
+
+Coordinates (``coord_channels``): a UNet has no position embedding, so its cross-attention queries hardly know
+where they are, and a guide's patch tokens (which do carry positions) can only pass global information. With
+``coord_channels`` two fixed channels (x and y in [-1, 1]) are concatenated to the latent at the input (as
+CoordConv), which lets the queries learn to attend to the patch at their own position: what image-to-image
+guidance (MRI -> CT) needs. The output keeps the latent's channels.
 """
 
 import os
@@ -40,6 +46,7 @@ class ImageDenoiserConfig:
     sample_size: int = 16  # latent side
     num_contrasts: int = 1 + len(MRI_CONTRASTS)  # 0: no class embedding at all
     norm_num_groups: int = 8
+    coord_channels: bool = True  # x/y coordinate channels at the input (spatial cross-attention)
 
 
 def _block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -56,13 +63,13 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
     def __init__(
         self, block_out_channels: tuple[int, ...], layers_per_block: int, attention_head_dim: int,
         cross_attention_dim: int, context_tokens: int, in_channels: int, sample_size: int, num_contrasts: int,
-        norm_num_groups: int,
+        norm_num_groups: int, coord_channels: bool = False,
     ) -> None:
         super().__init__()
         down, up = _block_types(len(block_out_channels))
         self.unet = UNet2DConditionModel(
             sample_size=sample_size,
-            in_channels=in_channels,
+            in_channels=in_channels + (2 if coord_channels else 0),
             out_channels=in_channels,
             down_block_types=down,
             mid_block_type="UNetMidBlock2DCrossAttn",
@@ -87,6 +94,8 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
         """latents [B,C,h,w], timesteps [B], context [B,L,D] or None (null), contrast [B] or None (0) -> [B,C,h,w]."""
         batch = latents.shape[0]
         context = self.null(batch) if context is None else context
+        if self.config.coord_channels:
+            latents = torch.cat([latents, coordinates(latents)], dim=1)  # [B, C+2, h, w]
         labels = None
         if self.config.num_contrasts:
             labels = torch.zeros(batch, dtype=torch.long, device=latents.device) if contrast is None else contrast
@@ -99,6 +108,15 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
         """The parameters of every cross-attention sub-layer (``attn2``): what cross-guided training updates."""
         return [p for name, module in self.unet.named_modules() if name.endswith(".attn2")
                 for p in module.parameters()]
+
+
+def coordinates(latents: torch.Tensor) -> torch.Tensor:
+    """Fixed x and y coordinate channels [B, 2, h, w] in [-1, 1] for latents [B, C, h, w]."""
+    batch, _, height, width = latents.shape
+    y = torch.linspace(-1, 1, height, device=latents.device, dtype=latents.dtype)
+    x = torch.linspace(-1, 1, width, device=latents.device, dtype=latents.dtype)
+    grid = torch.stack(torch.meshgrid(x, y, indexing="xy"))  # [2, h, w]
+    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
 def adapt_pretrained_unet(

@@ -10,11 +10,12 @@ the component's own ``save_pretrained`` (safetensors only)::
     denoiser_xray/ denoiser_ct/ denoiser_mri/    ImageDenoiser
     denoiser_text/       TextDenoiser
     scheduler/           DDPMScheduler (the training noise schedule)
+    prompt_encoder_text/ TextPromptEncoder; prompt_encoder_xray/ _ct/ _mri/   ImagePromptEncoder (train align)
+    context_encoder_text/ _xray/ _ct/ _mri/   ContextEncoder (train cross)
 
 Loading resolves classes only through :data:`COMPONENT_CLASSES` (never from import paths written in the JSON),
 checks the sha256 of every file of a component before reading it, and loads safetensors only: no pickle, no
-``trust_remote_code``. Later components (prompt encoders, context encoders) join by adding their class to
-the registry.
+``trust_remote_code``. A new kind of component joins by adding its class to the registry.
 """
 
 import hashlib
@@ -39,9 +40,12 @@ MODEL_INDEX = "model_index.json"
 # class name -> (module, class name): the only classes a model folder can name.
 COMPONENT_CLASSES: dict[str, tuple[str, str]] = {
     "AutoencoderKL": ("diffusers", "AutoencoderKL"),
+    "ContextEncoder": ("medm2g_core.models.context_encoder", "ContextEncoder"),
     "DDPMScheduler": ("diffusers", "DDPMScheduler"),
     "ImageDenoiser": ("medm2g_core.models.image_denoiser", "ImageDenoiser"),
+    "ImagePromptEncoder": ("medm2g_core.models.prompt_encoder", "ImagePromptEncoder"),
     "TextDenoiser": ("medm2g_core.models.text_denoiser", "TextDenoiser"),
+    "TextPromptEncoder": ("medm2g_core.models.prompt_encoder", "TextPromptEncoder"),
     "TextVAE": ("medm2g_core.models.text_vae", "TextVAE"),
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -11,9 +11,14 @@ condition is the MRI contrast (key "mri" trains one denoiser on every ``mr_*`` s
 with probability ``cond_dropout`` a label is replaced by 0 ("no contrast") so that the same denoiser also
 models the contrast-free distribution and classifier-free guidance on the contrast works. For X-ray and CT
 every label is 0. Noise, timesteps and the dropout draw come from the trainer's generator.
+
+Self guide (``guide``, on in the shipped recipes): instead of the null context, the cross-attention reads a
+context encoder over the slice's own latent noised to an independent t', dropped to the null context with
+probability ``cond_dropout`` (see :mod:`medm2g_core.training.guidance` for why); it is exported as
+``self_guide_<key>`` and seeds the context encoder V of this modality in the cross-guided rounds.
 """
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import IMAGE_KEYS
 from medm2g_core.errors import InputError
 from medm2g_core.io.volume import MRI_CONTRASTS
+from medm2g_core.models.context_encoder import ContextEncoder, ContextEncoderConfig
 from medm2g_core.models.image_denoiser import NO_CONTRAST, ImageDenoiser, ImageDenoiserConfig, adapt_pretrained_unet
 from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import export_component
@@ -37,6 +43,7 @@ from medm2g_core.models.schedule import (
     sample_latents,
     training_target,
 )
+from medm2g_core.training.guidance import self_guided_context
 from medm2g_core.training.image_vae_stage import CacheSlices, save_image_grid
 
 MODALITY_KEYS = {"xray": ("xray",), "ct": ("ct",), "mri": tuple(k for k in IMAGE_KEYS if k.startswith("mr"))}
@@ -62,6 +69,7 @@ class ImageLDMStage:
     def __init__(
         self, cache: Cache, key: str, vae: AutoencoderKL, config: ImageDenoiserConfig, diffusion: DiffusionConfig,
         cond_dropout: float = 0.1, init: str | None = None, seed: int = 0, preview_steps: int = 20,
+        guide: ContextEncoderConfig | None = None,
     ) -> None:
         if key not in MODALITY_KEYS:
             raise InputError(f"image LDM key must be one of {', '.join(MODALITY_KEYS)}; got {key!r}")
@@ -77,17 +85,24 @@ class ImageLDMStage:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.denoiser = adapt_pretrained_unet(init, config) if init else ImageDenoiser(**asdict(config))
+            self.guide = None if guide is None else ContextEncoder(**asdict(replace(
+                guide, latent_shape=(config.in_channels, config.sample_size, config.sample_size),
+                context_dim=self.denoiser.config.cross_attention_dim, adaptation="none", use_latent=True)))
         self.scheduler = make_train_scheduler(diffusion)
         self._datasets: dict[str, CachedLatents] = {}
 
+    def _trained(self) -> dict[str, nn.Module]:
+        guide = {} if self.guide is None else {f"self_guide_{self.key}": self.guide}
+        return {f"denoiser_{self.key}": self.denoiser, **guide}
+
     def modules(self) -> dict[str, nn.Module]:
-        return {f"denoiser_{self.key}": self.denoiser, "image_vae": self.vae}
+        return {**self._trained(), "image_vae": self.vae}
 
     def trainable(self) -> list[nn.Parameter]:
-        return list(self.denoiser.parameters())
+        return [p for module in self._trained().values() for p in module.parameters()]
 
     def ema_modules(self) -> dict[str, nn.Module]:
-        return {f"denoiser_{self.key}": self.denoiser}
+        return self._trained()
 
     def dataset(self, split: str) -> CachedLatents:
         if split not in self._datasets:
@@ -105,7 +120,10 @@ class ImageLDMStage:
                                   device=generator.device).to(device)
         dropped = torch.rand(size, generator=generator, device=generator.device).to(device) < self.cond_dropout
         contrast = labels.masked_fill(dropped, NO_CONTRAST) if self.denoiser.config.num_contrasts else None
-        prediction = self.denoiser(self.scheduler.add_noise(latents, noise, timesteps), timesteps, contrast=contrast)
+        context = None if self.guide is None else self_guided_context(
+            self.guide, self.denoiser, self.scheduler, latents, generator, self.cond_dropout)
+        prediction = self.denoiser(self.scheduler.add_noise(latents, noise, timesteps), timesteps, context=context,
+                                   contrast=contrast)
         target = training_target(self.scheduler, latents, noise, timesteps)
         loss = F.mse_loss(prediction.float(), target.float())
         return loss, {"mse": loss.item()}
@@ -130,6 +148,7 @@ class ImageLDMStage:
         save_image_grid(images, Path(folder) / f"{self.name}-{step:06d}.png", columns=PREVIEWS_PER_LABEL)
 
     def export(self, folder: Path) -> None:
-        """``folder/denoiser_<key>`` and ``folder/scheduler`` (the training noise schedule)."""
-        export_component(self.denoiser, Path(folder) / f"denoiser_{self.key}")
+        """``folder/denoiser_<key>``, ``folder/self_guide_<key>`` (if any) and ``folder/scheduler``."""
+        for name, module in self._trained().items():
+            export_component(module, Path(folder) / name)
         export_component(self.scheduler, Path(folder) / "scheduler")

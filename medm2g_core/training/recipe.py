@@ -17,7 +17,9 @@ from medm2g_core.models.image_vae import ImageVAEConfig
 from medm2g_core.models.schedule import DiffusionConfig
 from medm2g_core.models.text_denoiser import TextDenoiserConfig
 from medm2g_core.models.text_vae import TextVAEConfig
+from medm2g_core.training.align_stage import AlignRecipe
 from medm2g_core.training.config_loading import from_dict
+from medm2g_core.training.cross_stage import CrossRecipe
 from medm2g_core.training.stage import OptimConfig
 
 
@@ -50,6 +52,7 @@ class TextVAERecipe:
 @dataclass
 class ImageLDMRecipe:
     cond_dropout: float = 0.1
+    self_guide: bool = True  # cross-attention reads the LDM's own noised latent (training/guidance.py)
     init: str | None = None  # an SD-style UNet2DConditionModel folder, adapted to our channels
     model: ImageDenoiserConfig = field(default_factory=ImageDenoiserConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -57,8 +60,19 @@ class ImageLDMRecipe:
 
 @dataclass
 class TextLDMRecipe:
+    cond_dropout: float = 0.1
+    self_guide: bool = True
     model: TextDenoiserConfig = field(default_factory=TextDenoiserConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class AblationRecipe:
+    """Table 7's switches: central alignment, latent cross-guided alignment generation, visual invariant."""
+
+    ca: bool = True  # off: the prompt encoders are not aligned (no InfoNCE)
+    lcag: bool = True  # off: context encoders give only the adaptation f_B, not the guide's noisy latent z_t^B
+    vi: bool = True  # off: no Barlow Twins term in the alignment
 
 
 @dataclass
@@ -71,6 +85,9 @@ class Recipe:
     text_vae: TextVAERecipe = field(default_factory=TextVAERecipe)
     image_ldm: ImageLDMRecipe = field(default_factory=ImageLDMRecipe)
     text_ldm: TextLDMRecipe = field(default_factory=TextLDMRecipe)
+    align: AlignRecipe = field(default_factory=AlignRecipe)
+    cross: CrossRecipe = field(default_factory=CrossRecipe)
+    ablation: AblationRecipe = field(default_factory=AblationRecipe)
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:

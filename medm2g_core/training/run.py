@@ -6,6 +6,7 @@ folder as its ``--model``, so ``train vae`` -> ``train ldm`` chains without copy
 """
 
 import json
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from medm2g_core.data.manifest import IMAGE_KEYS
 from medm2g_core.errors import InputError
 from medm2g_core.hub import resolve_pretrained
 from medm2g_core.io.atomic import write_text
+from medm2g_core.models.context_encoder import ContextEncoderConfig
 from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G, load_exported
 from medm2g_core.models.schedule import make_train_scheduler
 from medm2g_core.training.config_loading import to_dict
@@ -101,9 +103,15 @@ def _exported(folder: Path) -> dict[str, object]:
 
 
 def run_stage(run: StageRun, stage: Stage, optim: OptimConfig, base: MedM2G) -> TrainResult:
-    """Train ``stage`` and write ``RUN/model``: ``base`` plus the exported component(s) and the scheduler."""
+    """Train ``stage`` and write ``RUN/model``: ``base`` plus the exported component(s) and the scheduler.
+    A stage with nothing to train (an ablation that switches its losses off) is exported as built."""
     optim = _optim(run, optim)
-    result = train(stage, optim, run.out, resume=run.resume, device=run.device, progress=run.progress)
+    if list(stage.trainable()):
+        result = train(stage, optim, run.out, resume=run.resume, device=run.device, progress=run.progress)
+    else:
+        shutil.rmtree(run.out / "model", ignore_errors=True)
+        stage.export(run.out / "model")
+        result = TrainResult(steps=0, metrics={}, run_dir=run.out, wall_s=0.0, steps_per_s=0.0)
     model = base
     for name, component in _exported(run.out / "model").items():
         model = model.with_component(name, component)
@@ -158,6 +166,11 @@ def train_vae(run: StageRun, modality: str) -> TrainResult:
     return run_stage(run, stage, section.optim, base)
 
 
+def _self_guide(run: StageRun, wanted: bool) -> ContextEncoderConfig | None:
+    """The self guide's architecture: the recipe's context encoder, so that it can seed V in the rounds."""
+    return run.recipe.cross.context_encoder if wanted else None
+
+
 def train_ldm(run: StageRun, modality: str) -> TrainResult:
     """``medm2g train ldm``: a single-modal denoiser in the latent space of the ``--model``'s autoencoder."""
     from medm2g_core.training.image_ldm_stage import ImageLDMStage
@@ -169,7 +182,8 @@ def train_ldm(run: StageRun, modality: str) -> TrainResult:
         base = load_base(run, ("text_vae",))
         section = run.recipe.text_ldm
         stage = TextLDMStage(open_cache(run), base["text_vae"], section.model, run.recipe.diffusion,
-                             seed=section.optim.seed)
+                             seed=section.optim.seed, guide=_self_guide(run, section.self_guide),
+                             cond_dropout=section.cond_dropout)
         return run_stage(run, stage, section.optim, base)
     base = load_base(run, ("image_vae",))
     section = run.recipe.image_ldm
@@ -177,5 +191,41 @@ def train_ldm(run: StageRun, modality: str) -> TrainResult:
     cache = open_cache(run)
     image_keys(cache, modality, ())
     stage = ImageLDMStage(cache, modality, base["image_vae"], section.model, run.recipe.diffusion,
-                          cond_dropout=section.cond_dropout, init=init, seed=section.optim.seed)
+                          cond_dropout=section.cond_dropout, init=init, seed=section.optim.seed,
+                          guide=_self_guide(run, section.self_guide))
     return run_stage(run, stage, section.optim, base)
+
+
+def train_align(run: StageRun, vi: bool | None = None) -> TrainResult:
+    """``medm2g train align``: the prompt encoders, aligned around text (CA) with the visual invariant (VI)."""
+    from medm2g_core.training.align_stage import AlignStage
+
+    base = load_base(run, ("text_vae",))
+    section, ablation = run.recipe.align, run.recipe.ablation
+    stage = AlignStage(open_cache(run), base["text_vae"], section, ca=ablation.ca,
+                       vi=ablation.vi if vi is None else vi, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base)
+
+
+def train_cross(run: StageRun, round_name: str) -> TrainResult:
+    """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``."""
+    from medm2g_core.training.cross_stage import CrossStage
+
+    base = load_base(run)
+    section = run.recipe.cross
+    stage = CrossStage(open_cache(run), base, round_name, section, run.recipe.diffusion,
+                       lcag=run.recipe.ablation.lcag, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base)
+
+
+def train_cross_all(run: StageRun) -> list[TrainResult]:
+    """``medm2g train cross --all``: the recipe's rounds in order, each in ``RUN/<round>`` on the previous model;
+    ``RUN/model`` is the final model."""
+    results, model = [], run.base_model
+    for round_name in run.recipe.cross.rounds:
+        step = replace(run, out=run.out / round_name, base_model=model)
+        results.append(train_cross(step, round_name))
+        model = step.out / "model"
+    final = MedM2G.from_pretrained(model)
+    final.save_pretrained(run.out / "model", overwrite=True)
+    return results

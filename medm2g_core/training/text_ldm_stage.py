@@ -5,9 +5,13 @@ kept on the CPU, scaled by ``scaling_factor`` = 1 / std of the training latent m
 which is stored in the denoiser's config so that samples are divided by it before ``text_vae.decode``. The
 cross-attention reads the null context (no partner modality here); noise and timesteps come from the trainer's
 generator. Reports come from the cache's cases of each split, or from a plain list used for every split.
+
+Self guide (``guide``): as for the image LDMs, the cross-attention reads a context encoder over the report's own
+latent noised to an independent t' (dropped to the null context with probability ``cond_dropout``), exported
+as ``self_guide_text`` (:mod:`medm2g_core.training.guidance`).
 """
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -19,6 +23,7 @@ from torch.utils.data import Dataset
 from medm2g_core.data.cache import Cache
 from medm2g_core.errors import InputError
 from medm2g_core.io.atomic import write_text
+from medm2g_core.models.context_encoder import ContextEncoder, ContextEncoderConfig
 from medm2g_core.models.medm2g import export_component
 from medm2g_core.models.schedule import (
     DiffusionConfig,
@@ -29,6 +34,7 @@ from medm2g_core.models.schedule import (
 )
 from medm2g_core.models.text_denoiser import TextDenoiser, TextDenoiserConfig
 from medm2g_core.models.text_vae import TextVAE
+from medm2g_core.training.guidance import self_guided_context
 
 ENCODE_BATCH = 64
 PREVIEW_REPORTS = 4
@@ -53,6 +59,7 @@ class TextLDMStage:
     def __init__(
         self, cache_or_reports: Cache | list[str], text_vae: TextVAE, config: TextDenoiserConfig,
         diffusion: DiffusionConfig, seed: int = 0, preview_steps: int = 20,
+        guide: ContextEncoderConfig | None = None, cond_dropout: float = 0.1,
     ) -> None:
         if config.latent_dim != text_vae.config.latent_dim:
             raise InputError(f"denoiser latent_dim {config.latent_dim} != text VAE latent_dim "
@@ -63,6 +70,10 @@ class TextLDMStage:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.denoiser = TextDenoiser(**asdict(config))
+            self.guide = None if guide is None else ContextEncoder(**asdict(replace(
+                guide, latent_shape=(config.latent_dim,), context_dim=config.cross_attention_dim, adaptation="none",
+                use_latent=True)))
+        self.cond_dropout = cond_dropout
         self.scheduler = make_train_scheduler(diffusion)
         self._means: dict[str, torch.Tensor] = {}
         self._factor: float | None = None
@@ -94,14 +105,17 @@ class TextLDMStage:
             self.denoiser.register_to_config(scaling_factor=self._factor)
         return self._factor
 
+    def _trained(self) -> dict[str, nn.Module]:
+        return {"denoiser_text": self.denoiser, **({} if self.guide is None else {"self_guide_text": self.guide})}
+
     def modules(self) -> dict[str, nn.Module]:
-        return {"denoiser_text": self.denoiser, "text_vae": self.text_vae}
+        return {**self._trained(), "text_vae": self.text_vae}
 
     def trainable(self) -> list[nn.Parameter]:
-        return list(self.denoiser.parameters())
+        return [p for module in self._trained().values() for p in module.parameters()]
 
     def ema_modules(self) -> dict[str, nn.Module]:
-        return {"denoiser_text": self.denoiser}
+        return self._trained()
 
     def dataset(self, split: str) -> LatentVectors:
         if split not in self._datasets:
@@ -114,7 +128,9 @@ class TextLDMStage:
         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(latents),), generator=generator,
                                   device=generator.device).to(device)
-        prediction = self.denoiser(self.scheduler.add_noise(latents, noise, timesteps), timesteps)
+        context = None if self.guide is None else self_guided_context(
+            self.guide, self.denoiser, self.scheduler, latents, generator, self.cond_dropout)
+        prediction = self.denoiser(self.scheduler.add_noise(latents, noise, timesteps), timesteps, context=context)
         loss = F.mse_loss(prediction.float(), training_target(self.scheduler, latents, noise, timesteps).float())
         return loss, {"mse": loss.item()}
 
@@ -133,5 +149,6 @@ class TextLDMStage:
     def export(self, folder: Path) -> None:
         """``folder/denoiser_text`` (with its ``scaling_factor``) and ``folder/scheduler``."""
         self.scaling_factor()  # measured before saving, even if training never asked for it
-        export_component(self.denoiser, Path(folder) / "denoiser_text")
+        for name, module in self._trained().items():
+            export_component(module, Path(folder) / name)
         export_component(self.scheduler, Path(folder) / "scheduler")

@@ -1,0 +1,221 @@
+"""Central alignment, visual invariant and the cross-guided rounds on the micro recipe (paper 3.2-3.5)."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+from medm2g_core.data.cache import Cache, CacheConfig, build_cache
+from medm2g_core.evaluation.retrieval import retrieval_scores
+from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+from medm2g_core.training.cross_stage import ROUNDS, CrossStage
+from medm2g_core.training.guidance import tile_null
+from medm2g_core.training.pairs import PairedItems, image_store, text_store
+from medm2g_core.training.recipe import load_recipe
+from medm2g_core.training.run import StageRun, train_ldm, train_vae
+from medm2g_core.training.trainer import train
+
+RECIPE = load_recipe("micro")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """28 phantom cases (seed 6: val holds 4 chest and 2 brain cases) and every single-modal stage, micro-sized."""
+    root = tmp_path_factory.mktemp("multimodal")
+    prepare_phantom(root / "phantom", PhantomConfig(cases=28, seed=6, brain_slices=6, xray_pixels=64), workers=1)
+    build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
+    model = None
+
+    def run(name: str, steps: int) -> StageRun:
+        return StageRun(recipe=RECIPE, data=root / "cache", out=root / name, base_model=model, progress=False,
+                        steps=steps)
+
+    train_vae(run("vae", 30), "image")
+    model = root / "vae" / "model"
+    for modality in ("xray", "ct", "mri"):
+        train_ldm(run(f"ldm-{modality}", 60), modality)
+        model = root / f"ldm-{modality}" / "model"
+    train_vae(run("vae-text", 30), "text")
+    model = root / "vae-text" / "model"
+    train_ldm(run("ldm-text", 100), "text")
+    return root
+
+
+@pytest.fixture(scope="module")
+def aligned(world, tmp_path_factory) -> Path:
+    from conftest import run_cli
+
+    out = world / "align"
+    result = run_cli("--quiet", "train", "align", "--recipe", "micro", "--data", str(world / "cache"),
+                     "--model", str(world / "ldm-text" / "model"), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def crossed(world, aligned) -> Path:
+    from conftest import run_cli
+
+    out = world / "cross"
+    result = run_cli("--quiet", "train", "cross", "--all", "--recipe", "micro", "--data", str(world / "cache"),
+                     "--model", str(aligned / "model"), "--out", str(out), "--steps", "8")
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def state(model: MedM2G, name: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model[name].state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------------------- pairs
+
+
+def test_pairs_join_modalities_of_the_same_case_and_slice(world):
+    cache = Cache.open(world / "cache")
+    ct, mri = image_store(cache, "train", "ct"), image_store(cache, "train", "mri")
+    items = PairedItems({"ct": ct, "mri": mri}, ("ct-mri",))
+    left, right, cases = items.pairs["ct-mri"]
+    assert len(cases) == len(mri) == 5 * np.isin(ct.case, mri.case).sum()  # each contrast finds its CT slice
+    assert np.array_equal(ct.case[left.numpy()], mri.case[right.numpy()])
+    assert np.array_equal(ct.slice[left.numpy()], mri.slice[right.numpy()])
+    text = text_store(cache, "train", lambda texts: {"input_ids": torch.zeros(len(texts), 3, dtype=torch.long),
+                                                     "attention_mask": torch.ones(len(texts), 3, dtype=torch.long)})
+    xray = image_store(cache, "train", "xray")
+    pairs = PairedItems({"text": text, "xray": xray}, ("text-xray",))
+    assert pairs.count("text-xray") == len(xray)  # one report per chest case
+    item = pairs[3]
+    assert set(item) == {"text-xray:text:ids", "text-xray:text:mask", "text-xray:xray:image", "text-xray:xray:label",
+                         "text-xray:case"}
+
+
+def test_retrieval_scores_count_own_case_ranks():
+    embeddings = F.normalize(torch.randn(10, 16), dim=-1)
+    cases = np.arange(10)
+    perfect = retrieval_scores(cases, embeddings, cases, embeddings)
+    assert perfect["r@1"] == 1.0 and perfect["chance@1"] == pytest.approx(0.1) and perfect["cases"] == 10
+    swapped = retrieval_scores(cases, embeddings, cases[::-1].copy(), embeddings)  # every gallery label wrong
+    assert swapped["r@1"] == 0.0
+    assert retrieval_scores(cases[:1], embeddings[:1], cases[:1], embeddings[:1]) is None
+
+
+# --------------------------------------------------------------------------------------------- alignment
+
+
+def test_align_trains_every_prompt_encoder_and_its_loss_goes_down(aligned):
+    lines = metrics(aligned)
+    losses = [line["loss"] for line in lines]
+    assert len(losses) == RECIPE.align.optim.steps
+    assert np.mean(losses[:10]) > np.mean(losses[-10:])
+    assert {"nce_text-xray", "nce_text-ct", "nce_ct-mri", "vi_xray", "vi_ct", "vi_mri"} <= set(lines[-1])
+    model = MedM2G.from_pretrained(aligned / "model")
+    assert {f"prompt_encoder_{m}" for m in ("text", "xray", "ct", "mri")} <= set(model.components)
+    assert {"text_vae", "denoiser_text", "denoiser_ct"} <= set(model.components)  # the base model is kept
+    preview = json.loads(next((aligned / "samples").glob("align-*.json")).read_text())
+    assert preview["split"] == "val" and preview["retrieval"]["text->xray"]["cases"] == 4
+
+
+def test_no_vi_drops_the_barlow_twins_terms(world, cli, tmp_path):
+    result = cli("--quiet", "train", "align", "--recipe", "micro", "--data", str(world / "cache"),
+                 "--model", str(world / "ldm-text" / "model"), "--out", str(tmp_path / "run"), "--no-vi",
+                 "--steps", "3")
+    assert result.exit_code == 0, result.stderr
+    assert not any(key.startswith("vi_") for key in metrics(tmp_path / "run")[-1])
+
+
+# ------------------------------------------------------------------------------------------------- cross
+
+
+def test_cross_rounds_train_only_their_parts(world, aligned, crossed):
+    """After each round, everything but its context encoders and cross-attention is bit-identical to before."""
+    before = MedM2G.from_pretrained(aligned / "model")
+    for name in ROUNDS:
+        after = MedM2G.from_pretrained(crossed / name / "model")
+        spec = ROUNDS[name]
+        for component in before.components:
+            if component == "scheduler":
+                continue
+            old, new = state(before, component), state(after, component)
+            trained_denoiser = component.removeprefix("denoiser_") in spec.train_attention and \
+                component.startswith("denoiser_")
+            for key, value in old.items():
+                if trained_denoiser and ".attn2." in key:
+                    continue
+                assert torch.equal(value, new[key]), f"round {name} changed frozen {component}.{key}"
+            if trained_denoiser:
+                assert any(not torch.equal(old[k], new[k]) for k in old if ".attn2." in k)
+        for modality in spec.train_context:
+            assert f"context_encoder_{modality}" in after.components
+        before = after
+    final = MedM2G.from_pretrained(crossed / "model")
+    assert {f"context_encoder_{m}" for m in ("text", "xray", "ct", "mri")} <= set(final.components)
+
+
+def test_real_partner_guides_better_than_a_shuffled_one(world, crossed, tmp_path):
+    """The text-CT round, trained a little longer: held-out reports are denoised better when guided by a slice of
+    their own CT than by another case's (the CT tells a brain report from a chest report). At micro scale the
+    margin is small (BENCHMARKS.md has the phantom-tiny numbers)."""
+    stage = CrossStage(Cache.open(world / "cache"), MedM2G.from_pretrained(crossed / "text-xray" / "model"),
+                       "text-ct", RECIPE.cross, RECIPE.diffusion)
+    train(stage, replace(RECIPE.cross.optim, steps=150, lr=3e-3, sample_every=0, checkpoint_every=150),
+          tmp_path / "run", progress=False)
+    gain = stage.guidance_gain("val", batches=4)["text<-ct"]
+    assert gain["real"] < gain["shuffled"], gain
+
+
+def test_eq6_is_eq2_when_the_guide_is_removed(world, crossed):
+    """With the guide dropped (null context), the cross-guided loss is the single-modal loss of Eq. 2."""
+    stage = CrossStage(Cache.open(world / "cache"), MedM2G.from_pretrained(crossed / "text-ct" / "model"), "ct-mri",
+                       RECIPE.cross, RECIPE.diffusion)
+    batch = torch.utils.data.default_collate([stage.dataset("train")[i] for i in range(6)])
+    with torch.no_grad():
+        guided = stage.direction_loss(batch, "mri", "ct", torch.Generator().manual_seed(1), cond_dropout=1.0)
+        generator = torch.Generator().manual_seed(1)  # replay the draws of direction_loss
+        z0 = batch["ct-mri:mri:latent"]
+        noise = randn_tensor(z0.shape, generator=generator)
+        t = torch.randint(0, 1000, (6,), generator=generator)
+        denoiser = stage.denoisers["mri"]
+        plain = F.mse_loss(denoiser(stage.scheduler.add_noise(z0, noise, t), t, contrast=batch["ct-mri:mri:label"]),
+                           noise)
+    assert guided.item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+def test_tiled_null_context_is_the_null_context(world):
+    model = MedM2G.from_pretrained(world / "ldm-text" / "model")
+    z, t = torch.randn(3, 4, 16, 16), torch.tensor([10, 500, 900])
+    with torch.no_grad():
+        for name, latents in (("denoiser_ct", z), ("denoiser_text", torch.randn(3, 32))):
+            denoiser = model[name].eval()
+            tiled = tile_null(denoiser, 3, 3 * denoiser.config.context_tokens)
+            assert torch.allclose(denoiser(latents, t, context=tiled), denoiser(latents, t), atol=1e-5)
+
+
+def test_cross_errors_are_one_line_exit_2(world, aligned, cli, tmp_path):
+    common = ("--recipe", "micro", "--data", str(world / "cache"), "--out", str(tmp_path / "run"))
+    cases = [
+        (("--round", "text-ct", "--model", str(aligned / "model")), "context_encoder_text"),  # round 1 not run
+        (("--round", "text-xray", "--model", str(world / "ldm-text" / "model")), "prompt_encoder"),  # no align
+        (("--round", "xray-mri", "--model", str(aligned / "model")), "unknown round"),
+        (("--all", "--round", "text-xray", "--model", str(aligned / "model")), "exactly one"),
+    ]
+    for args, message in cases:
+        result = cli("train", "cross", *args, *common)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr

@@ -137,9 +137,12 @@ def multimodal_body(work: Path, cache: Cache, recipe) -> str:
         modalities = ("text", "xray", "ct", "mri")
         stores = {m: text_store(cache, held_out, model["text_vae"].tokenize) if m == "text"
                   else image_store(cache, held_out, m) for m in modalities}
-        retrieval[name] = retrieval_matrix({m: model[f"prompt_encoder_{m}"] for m in modalities}, stores)
+        stores = {m: store for m, store in stores.items() if store is not None}
+        retrieval[name] = retrieval_matrix({m: model[f"prompt_encoder_{m}"] for m in stores}, stores)
     rows = []
     for pair in RETRIEVAL_PAIRS:
+        if pair not in retrieval["VI"]:
+            continue
         vi, no_vi = retrieval["VI"][pair], retrieval["no VI"][pair]
         rows.append(f"| {pair} | {vi['cases']:.0f} | {vi['chance@1']:.3f} | {vi['r@1']:.3f} | {no_vi['r@1']:.3f} "
                     f"| {vi['chance@5']:.3f} | {vi['r@5']:.3f} | {no_vi['r@5']:.3f} |")
@@ -153,7 +156,7 @@ def multimodal_body(work: Path, cache: Cache, recipe) -> str:
         stage = CrossStage(cache, model, round_name, recipe.cross, recipe.diffusion)
         for direction, gain in stage.guidance_gain(held_out, batches=8).items():
             guidance.append(f"| {round_name} | {direction} | {gain['real']:.4f} | {gain['shuffled']:.4f} "
-                            f"| {gain['ratio']:.3f} |")
+                            f"| {gain['ratio']:.4f} |")
         record = json.loads((work / "cross" / round_name / "run.json").read_text())
         epochs[f"cross {round_name}"] = (len(stage.dataset("train")) / recipe.cross.optim.batch_size
                                          / record["steps_per_s"])
@@ -186,7 +189,7 @@ def multimodal_body(work: Path, cache: Cache, recipe) -> str:
         "",
         "| stage | time per epoch (s) |",
         "|---|---|",
-        *[f"| {name} | {seconds:.0f} |" for name, seconds in epochs.items()],
+        *[f"| {name} | {seconds:.1f} |" for name, seconds in epochs.items()],
     ])
 
 

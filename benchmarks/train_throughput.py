@@ -59,13 +59,18 @@ def stages(recipe, cache: Cache):
     vae = build_image_vae(recipe.image_vae.model)
     keys = tuple(k for k in recipe.image_vae.keys if f"train/{k}" in cache.index["shards"])
     yield "vae image", ImageVAEStage(cache, keys, recipe.image_vae.model), recipe.image_vae.optim
+    guide = recipe.cross.context_encoder  # the self guides of the recipe's LDMs (training/guidance.py)
     for key in ("xray", "ct", "mri"):
-        yield (f"ldm {key}", ImageLDMStage(cache, key, vae, recipe.image_ldm.model, recipe.diffusion),
+        yield (f"ldm {key}", ImageLDMStage(cache, key, vae, recipe.image_ldm.model, recipe.diffusion,
+                                           cond_dropout=recipe.image_ldm.cond_dropout,
+                                           guide=guide if recipe.image_ldm.self_guide else None),
                recipe.image_ldm.optim)
     text = TextVAEStage(reports_from_cache(cache), recipe.text_vae.model)
     yield "vae text", text, recipe.text_vae.optim
     text_vae = TextVAE(**asdict(text.config), tokenizer=text.vae.tokenizer)
-    yield "ldm text", TextLDMStage(cache, text_vae, recipe.text_ldm.model, recipe.diffusion), recipe.text_ldm.optim
+    yield "ldm text", TextLDMStage(cache, text_vae, recipe.text_ldm.model, recipe.diffusion,
+                                   guide=guide if recipe.text_ldm.self_guide else None,
+                                   cond_dropout=recipe.text_ldm.cond_dropout), recipe.text_ldm.optim
 
 
 def main() -> None:

@@ -34,13 +34,7 @@ TEXT = TextDenoiserConfig(latent_dim=32, tokens=4, hidden_dim=32, layers=2, head
                           context_tokens=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the models are tiny, and two threads thrash when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The prompt encoders C_M (paper 3.2) and the context encoder V_B with its adaptation f_B (paper 3.4)."""
 
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,12 +23,7 @@ REPORTS = ["the heart is normal in size.", "no pleural effusion.", "a small nodu
            "the lungs are clear.", "mild cardiomegaly without effusion."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def context_encoder(**changes) -> ContextEncoder:

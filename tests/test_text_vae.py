@@ -1,7 +1,6 @@
 """The text VAE: tokenizer, encode/decode, saving, pretrained initialisation, the training stage and BLEU."""
 
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -41,13 +40,7 @@ def chest_reports(count: int, seed: int) -> list[str]:
     return [chest_report(ChestFindings.sample(rng), rng) for _ in range(count)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny transformers run fastest on one thread; on a busy 2-core machine, two threads ran them ~30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

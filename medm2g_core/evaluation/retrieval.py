@@ -11,22 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medm2g_core.training.pairs import Store
+from medm2g_core.training.pairs import Store, store_embeddings
 
 
-@torch.no_grad()
-def case_embeddings(encoder: nn.Module, store: Store, batch_size: int = 64) -> tuple[np.ndarray, torch.Tensor]:
+def case_embeddings(encoder: nn.Module, store: Store) -> tuple[np.ndarray, torch.Tensor]:
     """Case numbers [C] (sorted) and their normalised embeddings [C, E] from every row of ``store``."""
-    was_training = encoder.training
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    rows = []
-    for start in range(0, len(store), batch_size):
-        chunk = {name: t[start:start + batch_size].to(device) for name, t in store.tensors.items()}
-        out = encoder(chunk["ids"], chunk["mask"]) if store.modality == "text" else encoder(chunk["image"])
-        rows.append(F.normalize(out.float(), dim=-1).cpu())
-    encoder.train(was_training)
-    embeddings = torch.cat(rows)  # [M, E]
+    embeddings = store_embeddings(encoder, store)  # [M, E]
     cases, inverse = np.unique(store.case, return_inverse=True)
     sums = torch.zeros(len(cases), embeddings.shape[1]).index_add_(0, torch.from_numpy(inverse), embeddings)
     return cases, F.normalize(sums, dim=-1)

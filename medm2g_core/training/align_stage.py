@@ -38,7 +38,16 @@ from medm2g_core.models.medm2g import export_component
 from medm2g_core.models.prompt_encoder import ImagePromptEncoder, ImagePromptEncoderConfig, TextPromptEncoder
 from medm2g_core.models.text_vae import TextVAE
 from medm2g_core.training.objectives import AugmentConfig, augment, barlow_twins, info_nce
-from medm2g_core.training.pairs import PairedItems, Store, has_pairs, image_store, pair_sides, part, text_store
+from medm2g_core.training.pairs import (
+    PairedItems,
+    Store,
+    embed,
+    has_pairs,
+    image_store,
+    pair_sides,
+    part,
+    text_store,
+)
 from medm2g_core.training.stage import OptimConfig
 
 
@@ -63,13 +72,6 @@ class Temperature(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.log_tau.exp().clamp(0.01, 1.0)
-
-
-def encode(encoder: nn.Module, fields: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A prompt encoder's embedding [B, E] of one side of a batch (text: ids/mask; image: image)."""
-    if isinstance(encoder, TextPromptEncoder):
-        return encoder(fields["ids"], fields["mask"])
-    return encoder(fields["image"])
 
 
 class AlignStage:
@@ -142,7 +144,7 @@ class AlignStage:
                 sides = []
                 for modality in pair_sides(kind):
                     with torch.set_grad_enabled(modality not in placed and torch.is_grad_enabled()):
-                        sides.append(encode(self.encoders[modality], part(batch, kind, modality, device)))
+                        sides.append(embed(self.encoders[modality], part(batch, kind, modality, device)))
                 nce = info_nce(sides[0], sides[1], tau, ids=batch[f"{kind}:case"].to(device))
                 total = total + nce
                 metrics[f"nce_{kind}"] = nce.item()

@@ -39,7 +39,16 @@ from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import MedM2G, export_component
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.training.guidance import drop_to_null, init_from_self_guide
-from medm2g_core.training.pairs import PairedItems, Store, has_pairs, image_store, pair_sides, part, text_store
+from medm2g_core.training.pairs import (
+    PairedItems,
+    Store,
+    has_pairs,
+    image_store,
+    pair_sides,
+    part,
+    store_embeddings,
+    text_store,
+)
 from medm2g_core.training.stage import OptimConfig
 
 ENCODE_BATCH = 64
@@ -162,7 +171,7 @@ class CrossStage:
                 if store is None:
                     raise InputError(f"the data has no {modality} in split {split}")
                 store.tensors["latent"] = self._latents(modality, store)
-                store.tensors["prompt"] = self._prompts(modality, store)
+                store.tensors["prompt"] = store_embeddings(self.prompt_encoders[modality], store)
                 stores[modality] = store
             self._stores[split] = stores
         return self._stores[split]
@@ -176,16 +185,6 @@ class CrossStage:
                                   store.tensors["mask"][i:i + ENCODE_BATCH].to(text_vae.device))[0].float().cpu()
                  for i in range(0, len(store), ENCODE_BATCH)]
         return torch.cat(means) * self.denoisers["text"].config.scaling_factor  # [M, D]
-
-    def _prompts(self, modality: str, store: Store) -> torch.Tensor:
-        encoder = self.prompt_encoders[modality]
-        device = next(encoder.parameters()).device
-        out = []
-        for i in range(0, len(store), ENCODE_BATCH):
-            chunk = {name: t[i:i + ENCODE_BATCH].to(device) for name, t in store.tensors.items()}
-            z = encoder(chunk["ids"], chunk["mask"]) if modality == "text" else encoder(chunk["image"])
-            out.append(F.normalize(z.float(), dim=-1).cpu())
-        return torch.cat(out)  # [M, E]
 
     def dataset(self, split: str) -> Dataset:
         if split not in self._datasets:

@@ -13,10 +13,12 @@ plus ``"<kind>:case"`` (the case number, so the same case drawn twice in a batch
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 
 from medm2g_core.data.cache import Cache
@@ -46,7 +48,6 @@ class Store:
     tensors: dict[str, torch.Tensor]
     case: np.ndarray  # [M] case number of each row
     slice: np.ndarray  # [M] slice index (0 for text and X-ray)
-    reports: list[str] = field(default_factory=list)  # text only: the report of each row
 
     def __len__(self) -> int:
         return len(self.case)
@@ -74,10 +75,9 @@ def text_store(cache: Cache, split: str, tokenize: Callable[[list[str]], dict[st
                if case["split"] in splits and (case.get("report") or "").strip()]
     if not numbers:
         return None
-    reports = [cache.index["cases"][n]["report"] for n in numbers]
-    tokens = tokenize(reports)
+    tokens = tokenize([cache.index["cases"][n]["report"] for n in numbers])
     return Store("text", {"ids": tokens["input_ids"], "mask": tokens["attention_mask"]},
-                 np.asarray(numbers), np.zeros(len(numbers), np.int64), reports)
+                 np.asarray(numbers), np.zeros(len(numbers), np.int64))
 
 
 def has_pairs(cache: Cache, split: str, kind: str) -> bool:
@@ -137,6 +137,25 @@ class PairedItems(Dataset):
                     item[f"{kind}:{modality}:{name}"] = tensor[row]
             item[f"{kind}:case"] = cases[j]
         return item
+
+
+def embed(encoder: nn.Module, fields: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A prompt encoder's embedding [B, E] of one side of a batch or store (text: ids/mask; images: image)."""
+    return encoder(fields["ids"], fields["mask"]) if "ids" in fields else encoder(fields["image"])
+
+
+@torch.no_grad()
+def store_embeddings(encoder: nn.Module, store: Store, batch_size: int = 64) -> torch.Tensor:
+    """The L2-normalised embeddings [M, E] of every row of ``store``, in eval mode, on the CPU."""
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    rows = []
+    for start in range(0, len(store), batch_size):
+        chunk = {name: t[start:start + batch_size].to(device) for name, t in store.tensors.items()}
+        rows.append(F.normalize(embed(encoder, chunk).float(), dim=-1).cpu())
+    encoder.train(was_training)
+    return torch.cat(rows)
 
 
 def part(batch: dict[str, torch.Tensor], kind: str, modality: str, device: torch.device) -> dict[str, torch.Tensor]:

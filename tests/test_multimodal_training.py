@@ -214,3 +214,9 @@ def test_cross_errors_are_one_line_exit_2(world, aligned, cli, tmp_path):
         result = cli("train", "cross", *args, *common)
         assert result.exit_code == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+        assert not (tmp_path / "run").exists()
+    manifest = world / "phantom" / "manifest.jsonl"  # a manifest would build RUN/cache first: the check comes before
+    result = cli("train", "cross", "--round", "text-ct", "--model", str(aligned / "model"), "--recipe", "micro",
+                 "--data", str(manifest), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "context_encoder_text" in result.stderr
+    assert not (tmp_path / "run").exists()

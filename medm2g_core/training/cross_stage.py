@@ -79,6 +79,19 @@ class CrossRecipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
+def required_components(round_name: str) -> tuple[str, ...]:
+    """What a round's ``--model`` must hold: its autoencoders, both denoisers and prompt encoders, and the context
+    encoders that earlier rounds trained and this one keeps frozen."""
+    if round_name not in ROUNDS:
+        raise InputError(f"unknown round {round_name!r}; rounds: {', '.join(ROUNDS)}")
+    spec = ROUNDS[round_name]
+    sides = pair_sides(spec.kind)
+    autoencoders = [name for name, used in (("text_vae", "text" in sides), ("image_vae", sides != ("text",)))
+                    if used]
+    return (*autoencoders, *(f"denoiser_{m}" for m in sides), *(f"prompt_encoder_{m}" for m in sides),
+            *(f"context_encoder_{m}" for m in sides if m not in spec.train_context))
+
+
 class CrossStage:
     """Trains one round on ``model`` (a MedM2G with the VAEs, the round's denoisers and prompt encoders)."""
 
@@ -86,21 +99,18 @@ class CrossStage:
         self, cache: Cache, model: MedM2G, round_name: str, config: CrossRecipe, diffusion: DiffusionConfig,
         lcag: bool = True, seed: int = 0,
     ) -> None:
-        if round_name not in ROUNDS:
-            raise InputError(f"unknown round {round_name!r}; rounds: {', '.join(ROUNDS)}")
+        needed = required_components(round_name)
         self.round = ROUNDS[round_name]
         self.name = f"cross-{round_name}"
         self.cache, self.config = cache, config
         self.sides = pair_sides(self.round.kind)
-        needed = [*self._autoencoders(), *(f"denoiser_{m}" for m in self.sides),
-                  *(f"prompt_encoder_{m}" for m in self.sides)]
         missing = [name for name in needed if name not in model]
         if missing:
             raise InputError(f"round {round_name} needs {', '.join(missing)} in --model (train those stages first)")
         self.model = model
         self.denoisers = {m: model[f"denoiser_{m}"] for m in self.sides}
         self.prompt_encoders = {m: model[f"prompt_encoder_{m}"].eval() for m in self.sides}
-        self.autoencoders = {name: model[name].eval() for name in self._autoencoders()}
+        self.autoencoders = {name: model[name].eval() for name in needed if name.endswith("_vae")}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.context = {m: self._context_encoder(model, m, lcag) for m in self.sides}
@@ -116,10 +126,6 @@ class CrossStage:
         self._stores: dict[str, dict[str, Store]] = {}
         self._datasets: dict[str, PairedItems] = {}
 
-    def _autoencoders(self) -> list[str]:
-        return [name for name, used in (("text_vae", "text" in self.sides), ("image_vae", self.sides != ("text",)))
-                if used]
-
     def _latent_shape(self, modality: str) -> tuple[int, ...]:
         if modality == "text":
             return (self.denoisers["text"].config.latent_dim,)
@@ -127,12 +133,11 @@ class CrossStage:
         return (self.denoisers[modality].config.in_channels, side, side)
 
     def _context_encoder(self, model: MedM2G, modality: str, lcag: bool) -> ContextEncoder:
-        """V_modality: from the model when an earlier round made it, else new (only if this round trains it)."""
+        """V_modality: from the model when an earlier round made it (required when this round keeps it frozen),
+        else new."""
         name = f"context_encoder_{modality}"
         if name in model:
             return model[name]
-        if modality not in self.round.train_context:
-            raise InputError(f"round {self.round.kind} needs {name} from an earlier round (run the rounds in order)")
         partner = next(m for m in self.sides if m != modality)
         config = replace(self.config.context_encoder, latent_shape=self._latent_shape(modality),
                          embed_dim=self.prompt_encoders[modality].config.embed_dim,

@@ -209,9 +209,9 @@ def train_align(run: StageRun, vi: bool | None = None) -> TrainResult:
 
 def train_cross(run: StageRun, round_name: str) -> TrainResult:
     """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``."""
-    from medm2g_core.training.cross_stage import CrossStage
+    from medm2g_core.training.cross_stage import CrossStage, required_components
 
-    base = load_base(run)
+    base = load_base(run, required_components(round_name))  # before the cache is built: bad input writes nothing
     section = run.recipe.cross
     stage = CrossStage(open_cache(run), base, round_name, section, run.recipe.diffusion,
                        lcag=run.recipe.ablation.lcag, seed=section.optim.seed)

@@ -41,7 +41,7 @@ from medm2g_core.training.text_vae_stage import corpus_bleu, reconstruct
 
 SECTION = "## Single-modal stages on the phantom world (train_phantom_tiny.py)"
 MULTI_SECTION = "## Alignment and cross-guided rounds on the phantom world (train_phantom_tiny.py)"
-RETRIEVAL_PAIRS = ("text->xray", "text->ct", "ct->mri", "xray->ct")  # xray->ct: never trained directly
+RETRIEVAL_PAIRS = ("text->xray", "text->ct", "ct->mri", "xray->ct", "xray->mri")  # the last two: never trained
 BUDGET_MIN = 90
 HELD_OUT = ("val", "test")
 MRI_KEYS = ("mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd")

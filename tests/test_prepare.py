@@ -29,7 +29,7 @@ def test_phantom_world_has_paired_cases_reports_and_labels(phantom_dir):
     manifest = read_manifest(phantom_dir / "manifest.jsonl")
     assert [r.meta["task"] for r in manifest.records] == ["brain", "chest", "brain", "chest"]
     brain, chest = manifest.records[0], manifest.records[1]
-    assert set(brain.images) == {"ct", "mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd"}
+    assert set(brain.images) == {"ct", "mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd", "xray"}
     assert set(chest.images) == {"ct", "xray"}
     for record in manifest.records:
         assert record.report.startswith("FINDINGS:") and "IMPRESSION:" in record.report
@@ -40,6 +40,11 @@ def test_phantom_world_has_paired_cases_reports_and_labels(phantom_dir):
     assert ct.shape == t1.shape and ct.shape[2] == 6
     np.testing.assert_allclose(ct.affine, t1.affine, atol=1e-5)
     assert ct.header["descrip"].item().decode().startswith("SYNTHETIC")
+    skull = nib.load(manifest.image_path(brain, "xray"))
+    assert skull.shape == (64, 64) and skull.header["descrip"].item().decode().startswith("SYNTHETIC")
+    film = np.asarray(skull.dataobj)
+    n = film.shape[0]
+    assert film[n // 3: 2 * n // 3, n // 3: 2 * n // 3].mean() > 4 * film[:n // 10, :n // 10].mean()  # head, air
     sheet = Image.open(phantom_dir / "contact_sheet.png")
     assert sheet.width > 300 and sheet.height > 300
 

@@ -55,6 +55,7 @@ from medm2g_core.phantoms.brain_atlas import (
     load_atlas,
     shell_boundaries,
 )
+from medm2g_core.phantoms.drr import drr
 from medm2g_core.phantoms.findings import BrainFindings, Tumor
 
 LABELS = (*ATLAS_LABELS, "venous_sinus", "choroid_plexus", "necrosis", "enhancing", "edema", "wm_lesion")
@@ -596,3 +597,17 @@ def make_brain_case(seed: int, findings: BrainFindings | None = None, spacing_mm
     return BrainCase(seed=seed, findings=findings, images=_volumes(images, grid, seed),
                      labels=labels.reshape(grid.shape))
 
+
+
+SKULL_DETECTOR_MM = 240.0  # a skull film: the head fills most of the detector
+
+
+def skull_radiograph(seed: int, findings: BrainFindings, spacing_mm: float = 2.0, pixels: int = 256) -> Volume:
+    """PA skull radiograph of a brain case: the DRR of its whole-head CT.
+
+    The head is the case's own (same seed and findings, so the same skull, pose and tumour); only the white
+    matter lesions, which a radiograph cannot show, are placed anew because they follow the grid's extent.
+    """
+    head = make_brain_case(seed, findings=findings, spacing_mm=spacing_mm, slices=None)
+    noise = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    return drr(head.images["ct"], pixels=pixels, seed=noise, detector_size_mm=SKULL_DETECTOR_MM, body_part="SKULL")

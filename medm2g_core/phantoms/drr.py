@@ -237,6 +237,7 @@ def detect(line_integral: np.ndarray, photons: float, rng: np.random.Generator) 
 def drr(
     ct: Volume, pixels: int = 256, kvp_effective_kev: float = 60.0, photons: float = 1e5,
     seed: int | np.random.Generator | None = 0, detector_size_mm: float = DETECTOR_SIZE_MM, sid_mm: float = SID_MM,
+    body_part: str = "CHEST",
 ) -> Volume:
     """PA frontal radiograph of a CT (HU) as a 2D MONOCHROME2 Volume in [0, 1] (see the module docstring)."""
     if ct.modality != "CT" or ct.units != "HU":
@@ -252,8 +253,8 @@ def drr(
     meta = SourceMeta(
         format="synthetic",
         photometric_interpretation="MONOCHROME2",
-        body_part="CHEST",
-        series_description="SYNTHETIC PA chest DRR",
+        body_part=body_part,
+        series_description=f"SYNTHETIC PA {body_part.lower()} DRR",
         notes=[*ct.meta.notes, f"DRR: PA point source, SID {sid_mm:g} mm, {kvp_effective_kev:g} keV effective, "
                f"{photons:g} photons/pixel; magnification at the grid centre {magnification:.3f}"],
     )

@@ -1,7 +1,8 @@
 """The phantom world on disk: cases written as NIfTI with reports and labels, a manifest, a contact sheet.
 
 Each case comes from one seed (``base seed * 100003 + case index``), so any case can be regenerated on its
-own. Brain cases hold CT and five MRI contrasts on one grid; chest cases hold a CT and its DRR X-ray.
+own. Brain cases hold CT and five MRI contrasts on one grid and a skull radiograph (the DRR of the whole head);
+chest cases hold a CT and its DRR X-ray.
 Cases are written one folder each (atomically, with a ``case.json`` record), so an interrupted run resumes
 where it stopped; the manifest is written last.
 """
@@ -23,7 +24,7 @@ from medm2g_core.io.atomic import atomic_dir, atomic_path
 from medm2g_core.io.nifti import write_nifti
 from medm2g_core.io.preview import montage
 from medm2g_core.io.volume import Volume
-from medm2g_core.phantoms.brain import make_brain_case
+from medm2g_core.phantoms.brain import make_brain_case, skull_radiograph
 from medm2g_core.phantoms.chest import make_chest_case
 from medm2g_core.phantoms.reports import brain_report, chest_report
 
@@ -43,6 +44,7 @@ class PhantomConfig:
     brain_slices: int | None = 24  # an axial slab through the ventricles keeps files small; None = whole head
     chest_spacing_mm: float = 2.5
     xray_pixels: int = 256
+    brain_xray: bool = True  # a PA skull radiograph per brain case, so X-ray and MRI meet in one case
     chest_base: str | None = None  # a real chest CT (any format medm2g reads) as the anatomy of every chest case
 
     def __post_init__(self) -> None:
@@ -81,7 +83,10 @@ def make_case(task: str, seed: int, config: PhantomConfig) -> tuple[dict[str, Vo
     report_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     if task == "brain":
         brain = make_brain_case(seed, spacing_mm=config.brain_spacing_mm, slices=config.brain_slices)
-        return brain.images, brain_report(brain.findings, report_rng), brain.findings.labels(), brain.findings.to_dict()
+        images = dict(brain.images)
+        if config.brain_xray:
+            images["xray"] = skull_radiograph(seed, brain.findings, config.brain_spacing_mm, config.xray_pixels)
+        return images, brain_report(brain.findings, report_rng), brain.findings.labels(), brain.findings.to_dict()
     base = _chest_base(config.chest_base) if config.chest_base else None
     chest = make_chest_case(seed, spacing_mm=config.chest_spacing_mm, base=base, xray_pixels=config.xray_pixels)
     images = {"ct": chest.ct, "xray": chest.xray}

@@ -11,7 +11,7 @@ import typer
 from typer import _click as click
 
 import medm2g_core
-from medm2g_cli import console, doctor, imaging, prepare, train
+from medm2g_cli import console, demo, doctor, generation, imaging, prepare, synthesize, train, weights
 from medm2g_cli.console import settings
 from medm2g_core.devices import resolve_device, validate_device_spec
 from medm2g_core.errors import Medm2gError
@@ -29,8 +29,18 @@ app.command("doctor", help="Check the installation: versions, devices, folders, 
 app.command("info", help="List the models and recipes available here.")(doctor.info)
 app.command("inspect", help="Show modality, shape, spacing, orientation and series of an image.")(imaging.inspect)
 app.command("convert", help="Convert between DICOM, NIfTI and PNG previews, geometry-exact.")(imaging.convert)
+app.command("translate", help="Translate between imaging modalities: MRI -> CT, CT -> MRI contrast, ... -> X-ray.")(
+    generation.translate)
+app.command("report", help="Write an AI-generated (unverified) report for an X-ray, CT or MRI.")(generation.report)
+app.command("generate", help="Draw X-ray, CT or MRI from a report; several modalities jointly.")(generation.generate)
+app.command("synthesize-dataset", help="Build a paired synthetic corpus (images + reports), sharded and resumable.")(
+    synthesize.synthesize_dataset)
+app.command("demo", help="Run every task on a few phantom cases with the default model; writes an HTML page.")(
+    demo.demo)
 app.add_typer(prepare.app, name="prepare", help="Prepare paired data: phantom world, datasets, verify, cache.")
 app.add_typer(train.app, name="train", help="Train the stages of MedM2G from TOML recipes.")
+app.add_typer(weights.app, name="weights",
+              help="Download, list, verify and import model weights (for sites without internet).")
 
 
 def _print_version(value: bool) -> None:

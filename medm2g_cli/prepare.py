@@ -29,7 +29,8 @@ def phantom(
     cases: int = typer.Option(200, "--cases", help="Number of cases in all (tasks take turns)."),
     seed: int = typer.Option(0, "--seed", help="Base seed: case i uses seed*100003+i, so any case can be remade."),
     tasks: str = typer.Option(
-        ",".join(TASKS), "--tasks", help="Comma-separated: brain (CT + 5 MRI + skull X-ray) and/or chest (CT + X-ray)."),
+        ",".join(TASKS), "--tasks",
+        help="Comma-separated: brain (CT + 5 MRI + skull X-ray) and/or chest (CT + X-ray)."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", help="Processes that make cases."),
     brain_slices: int = typer.Option(24, "--brain-slices", help="Axial slices per brain case (0: whole head)."),
     xray_pixels: int = typer.Option(256, "--xray-pixels", help="Side of the DRR X-ray in pixels."),
@@ -46,7 +47,8 @@ def phantom(
     Example: `medm2g prepare phantom --out data/phantom --cases 200 --workers 2`
     """
     config = PhantomConfig(cases=cases, seed=seed, tasks=_csv(tasks) or (), brain_slices=brain_slices or None,
-                           xray_pixels=xray_pixels, brain_xray=brain_xray, chest_base=str(chest_base) if chest_base else None)
+                           xray_pixels=xray_pixels, brain_xray=brain_xray,
+                           chest_base=str(chest_base) if chest_base else None)
     if workers < 1:
         raise InputError("--workers must be at least 1")
     with console.progress("phantom cases") as update:

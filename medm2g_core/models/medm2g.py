@@ -121,7 +121,8 @@ def load_exported(folder: str | os.PathLike) -> Any:
     return _load_component(_registered_class(str(class_name)), folder)
 
 
-def _read_index(folder: Path) -> dict:
+def read_index(folder: Path) -> dict:
+    """The checked ``model_index.json`` of the model folder ``folder``."""
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder")
     path = folder / MODEL_INDEX
@@ -143,7 +144,7 @@ def _read_index(folder: Path) -> dict:
     return index
 
 
-def _verify(folder: Path, name: str, digests: Mapping[str, str]) -> None:
+def verify_component(folder: Path, name: str, digests: Mapping[str, str]) -> None:
     """Every file of component ``name`` is listed in ``digests`` and has that sha256; nothing else is there."""
     listed = {rel: digest for rel, digest in digests.items() if rel.startswith(f"{name}/")}
     present = {p.relative_to(folder).as_posix() for p in (folder / name).rglob("*") if p.is_file()}
@@ -215,7 +216,7 @@ class MedM2G:
     ) -> "MedM2G":
         """Load ``components`` (default: all) from a local model folder, verifying each one's files first."""
         folder = Path(folder)
-        index = _read_index(folder)
+        index = read_index(folder)
         listed = index["components"]
         names = list(listed) if components is None else components
         missing = [name for name in names if name not in listed]
@@ -230,7 +231,7 @@ class MedM2G:
             if not (folder / name).is_dir():
                 raise ModelError(f"{folder / name}: component folder is missing")
             if verify:
-                _verify(folder, name, index["sha256"])
+                verify_component(folder, name, index["sha256"])
             loaded[name] = _load_component(component_class, folder / name)
         model = cls(loaded, index.get("info"))
         return model if device is None else model.to(device)

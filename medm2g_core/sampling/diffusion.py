@@ -1,0 +1,121 @@
+"""Reverse diffusion for every pipeline: one or several latent streams denoised together with classifier-free guidance.
+
+The paper samples with DDIM, 50 steps, eta 1.0 and guidance scale 2.0 (:class:`SamplingConfig`'s defaults); the
+diffusers schedulers in :data:`SCHEDULERS` are options, each built from the model's training noise schedule.
+Guidance takes one batched forward per stream and step: the conditioned and the null context are stacked into a
+batch of 2B, and ``eps = eps_null + w (eps_cond - eps_null)``. With ``w = 1`` only the conditioned half runs.
+
+A *stream* is one modality being generated: its denoiser, its latent shape, an optional MRI contrast label, and a
+function that gives its context at a timestep from the current latents of all streams. Translation and report
+generation have one stream with a fixed context (a clean guide); joint generation runs several streams whose
+contexts read each other's current latents (paper 3.5: each denoiser attends to the others through V_B).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    SchedulerMixin,
+)
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+from medm2g_core.errors import InputError
+from medm2g_core.training.guidance import tile_null
+
+SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+}
+STOCHASTIC = ("ddim",)  # schedulers whose step takes DDIM's eta
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    steps: int = 50
+    eta: float = 1.0  # DDIM only: 0 deterministic, 1 as stochastic as DDPM (the paper's)
+    guidance: float = 2.0  # classifier-free guidance scale w; 1 = no guidance
+    scheduler: str = "ddim"
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"unknown scheduler {self.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+        if not 1 <= self.steps <= 1000:
+            raise InputError(f"--steps must be within 1-1000; got {self.steps}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"--eta must be within 0-1; got {self.eta}")
+        if self.guidance < 0:
+            raise InputError(f"--guidance must be >= 0; got {self.guidance}")
+
+
+def make_scheduler(train_scheduler: SchedulerMixin, name: str) -> SchedulerMixin:
+    """A sampler of kind ``name`` on the model's training noise schedule (no clipping: latents are unbounded)."""
+    if name not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
+    extra = {"set_alpha_to_one": False, "steps_offset": 1} if name == "ddim" else {}
+    return SCHEDULERS[name].from_config(train_scheduler.config, **extra)
+
+
+ContextFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class Stream:
+    """One modality being generated."""
+
+    denoiser: nn.Module
+    shape: tuple[int, ...]  # [B, C, h, w] or [B, D]
+    context: ContextFn  # (t, current latents by stream name) -> [B, L, D]
+    contrast: torch.Tensor | None = None  # [B] MRI contrast labels
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, guidance: float) -> torch.Tensor:
+        """The guided model output for ``latents`` [B, ...] at timestep ``t``: one forward of 2B (or B at w = 1)."""
+        batch = latents.shape[0]
+        kwargs = {} if self.contrast is None else {"contrast": self.contrast}
+        if guidance == 1.0:
+            return self.denoiser(latents, t.expand(batch), context=context, **kwargs)
+        null = tile_null(self.denoiser, batch, context.shape[1]).to(context.dtype)
+        if self.contrast is not None:
+            kwargs = {"contrast": self.contrast.repeat(2)}
+        both = self.denoiser(torch.cat([latents, latents]), t.expand(2 * batch), context=torch.cat([context, null]),
+                             **kwargs)
+        conditioned, unconditioned = both.chunk(2)
+        return unconditioned + guidance * (conditioned - unconditioned)
+
+
+@torch.inference_mode()
+def sample(
+    streams: dict[str, Stream], train_scheduler: SchedulerMixin, config: SamplingConfig,
+    generator: torch.Generator | list[torch.Generator], device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Denoise every stream from pure noise together; the final latents by stream name (on ``device``).
+
+    Each stream has its own scheduler instance (multistep solvers keep state). Noise is drawn from ``generator``
+    in stream order; with a list (one generator per batch row) every row's draws depend on its own generator
+    only, so a row's result does not depend on what else is in the batch.
+    """
+    schedulers = {name: make_scheduler(train_scheduler, config.scheduler) for name in streams}
+    for scheduler in schedulers.values():
+        scheduler.set_timesteps(config.steps, device=device)
+    step_kwargs = {"eta": config.eta} if config.scheduler in STOCHASTIC else {}
+    latents = {name: randn_tensor(s.shape, generator=generator, device=device) * schedulers[name].init_noise_sigma
+               for name, s in streams.items()}
+    timesteps = next(iter(schedulers.values())).timesteps
+    for number, t in enumerate(timesteps):
+        contexts = {name: s.context(t, latents) for name, s in streams.items()}  # all read the same latents
+        for name, stream in streams.items():
+            scheduler = schedulers[name]
+            model_input = scheduler.scale_model_input(latents[name], t)
+            output = stream.predict(model_input, t, contexts[name], config.guidance)
+            latents[name] = scheduler.step(output, t, latents[name], generator=generator, **step_kwargs).prev_sample
+        if progress:
+            progress(number + 1, len(timesteps))
+    return latents

@@ -1,0 +1,107 @@
+"""Which guided directions a model has, and how to get from any modality to any other through them.
+
+The multi-flow rounds (paper 3.5, :data:`~medm2g_core.training.cross_stage.ROUNDS`) train guidance between
+text and X-ray, text and CT, and CT and MRI, both ways. Every other direction goes through the modalities in
+between, as the multi-flow design intends (CT bridges text and MRI): MRI -> X-ray is MRI -> CT -> text ->
+X-ray. :func:`route` gives the shortest such path; :func:`hop` generates one step of it: the target's latents
+denoised under the guide's context (Eq. 6, the guide clean), with classifier-free guidance.
+A step's output is decoded and encoded again to guide the next step, as a user chaining commands would.
+"""
+
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+from medm2g_core.errors import InputError
+from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.sampling.diffusion import SamplingConfig, Stream, sample
+from medm2g_core.sampling.guides import (
+    MODALITIES,
+    Guide,
+    decode_images,
+    decode_reports,
+    guide_context,
+    image_guide,
+    require,
+    text_guide,
+)
+from medm2g_core.training.cross_stage import ROUNDS
+from medm2g_core.training.pairs import pair_sides
+
+EDGES = tuple(pair_sides(spec.kind) for spec in ROUNDS.values())  # trained both ways
+
+
+def route(source: str, target: str) -> list[str]:
+    """The modalities from ``source`` to ``target`` along trained directions, both ends included."""
+    for name in (source, target):
+        if name not in MODALITIES:
+            raise InputError(f"unknown modality {name!r}; use one of {', '.join(MODALITIES)}")
+    if source == target and source != "mri":
+        raise InputError(f"source and target are both {source}; nothing to translate")
+    start = [source] if source != target else [source, "ct"]  # one MRI contrast to another goes through CT
+    paths = deque([start])
+    while paths:
+        path = paths.popleft()
+        if path[-1] == target and len(path) > 1:
+            return path
+        for a, b in EDGES:
+            for here, there in ((a, b), (b, a)):
+                if here == path[-1] and (there not in path or there == target):
+                    paths.append([*path, there])
+    raise InputError(f"no trained path from {source} to {target}")
+
+
+def latent_shape(model: MedM2G, modality: str, batch: int) -> tuple[int, ...]:
+    denoiser = model[f"denoiser_{modality}"]
+    if modality == "text":
+        return (batch, denoiser.config.latent_dim)
+    side = denoiser.config.sample_size
+    return (batch, denoiser.config.in_channels, side, side)
+
+
+@torch.inference_mode()
+def hop(
+    model: MedM2G, guides: list[tuple[str, Guide]], target: str, config: SamplingConfig,
+    generators: list[torch.Generator], contrast: torch.Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The scaled latents [B, ...] of ``target`` guided by clean guides [(modality, Guide [B, ...])]; several guides
+    (e.g. MRI contrasts) have their context tokens concatenated."""
+    require(model, f"denoiser_{target}", "scheduler", *(f"context_encoder_{m}" for m, _ in guides))
+    denoiser = model[f"denoiser_{target}"]
+    device = denoiser.device
+    batch = len(generators)
+    context = torch.cat([guide_context(model, m, g.latent.to(device), g.prompt.to(device), 0, generators)
+                         for m, g in guides], dim=1)  # [B, sum L, D]
+    stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context,
+                    None if contrast is None else contrast.to(device))
+    return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
+
+
+def regrow(model: MedM2G, modality: str, latents: torch.Tensor) -> Guide:
+    """An intermediate of a route as the next guide: decoded, then encoded as an input would be."""
+    if modality == "text":
+        return text_guide(model, decode_reports(model, latents))
+    return image_guide(model, modality, decode_images(model, latents))
+
+
+@torch.inference_mode()
+def follow(
+    model: MedM2G, guides: list[tuple[str, Guide]], target: str, config: SamplingConfig,
+    generators: list[torch.Generator], contrast: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The latents [B, ...] of ``target`` from guides of one source modality, hop by hop along :func:`route`;
+    ``contrast`` labels an MRI target (intermediate MRI has none); ``progress`` follows the last hop."""
+    path = route(guides[0][0], target)
+    for number, modality in enumerate(path[1:]):
+        final = number == len(path) - 2
+        labels = None
+        if modality == "mri":
+            labels = torch.full((len(generators),), contrast if final and contrast is not None else 0, dtype=torch.long)
+        latents = hop(model, guides, modality, config, generators, labels, progress if final else None)
+        if final:
+            return latents
+        guides = [(modality, regrow(model, modality, latents))]
+    raise AssertionError("a route has at least two modalities")

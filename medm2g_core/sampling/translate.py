@@ -1,0 +1,177 @@
+"""Translate: one imaging modality to another (MRI -> CT, CT -> MRI contrast, several MRI contrasts -> one,
+CT -> X-ray), volumes slice-batched on the input grid.
+
+The source is cut into the model's axial slices (:mod:`medm2g_core.sampling.slices`); slices without foreground
+are not generated (they hold the target's background: air for CT, 0 for MRI). Each batch of slices follows
+:func:`~medm2g_core.sampling.routes.route` to the target, and the outputs go back onto the input's grid with its
+affine unchanged: CT in HU (through the model's CT window), MRI in arbitrary units (the first MRI source's scale,
+or 0..1000). An X-ray is a projection, not a slice: a volume gives one radiograph, guided by its middle slice.
+Every slice has its own random generator (seed, slice index), so the result does not depend on the batch size.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+import medm2g_core
+from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, IntensityMap
+from medm2g_core.errors import InputError
+from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume
+from medm2g_core.models.image_denoiser import contrast_label
+from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.phantoms.drr import DETECTOR_SIZE_MM
+from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.sampling.guides import decode_images, image_guide, image_resolution
+from medm2g_core.sampling.routes import follow
+from medm2g_core.sampling.slices import SliceStack, cut, uncut
+
+MODALITY_OF = {"CT": "ct", "MR": "mri", "XRAY": "xray"}
+TARGETS = ("ct", "mri", "xray")
+MR_OUTPUT_RANGE = (0.0, 1000.0)
+SEED_STRIDE = 100_003
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    target: str  # ct | mri | xray
+    contrast: str | None = None  # MRI target contrast (T1, T1ce, T2, FLAIR, PD)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    seed: int = 0
+    batch_size: int = 32  # slices per batch (x2 with guidance)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise InputError(f"--to must be one of {', '.join(TARGETS)}; got {self.target!r}")
+        if self.contrast is not None and self.contrast not in MRI_CONTRASTS:
+            raise InputError(f"--contrast must be one of {', '.join(MRI_CONTRASTS)}; got {self.contrast!r}")
+        if self.contrast is not None and self.target != "mri":
+            raise InputError("--contrast applies to an MRI target only")
+        if self.batch_size < 1:
+            raise InputError("--batch-size must be at least 1")
+
+
+def assume_modality(volume: Volume) -> Volume:
+    """A volume whose file does not say its modality (NIfTI without medm2g's header, PNG) with the likely one:
+    a single image is an X-ray, values below -200 are CT in HU, anything else MR. The guess is noted."""
+    if volume.modality != "OT":
+        return volume
+    if volume.is_2d:
+        modality, units = "XRAY", "a.u."
+    elif float(volume.data.min()) < -200.0:
+        modality, units = "CT", "HU"
+    else:
+        modality, units = "MR", "a.u."
+    meta = replace(volume.meta, notes=[*volume.meta.notes, f"modality not stored in the file: taken as {modality}"])
+    return replace(volume, modality=modality, units=units, meta=meta)
+
+
+def source_modality(volume: Volume) -> str:
+    if volume.modality not in MODALITY_OF:
+        raise InputError(f"cannot translate a {volume.modality} image; give CT, MR or an X-ray (use --modality "
+                         "for NIfTI/PNG inputs, whose files do not say)")
+    return MODALITY_OF[volume.modality]
+
+
+def _check_sources(sources: list[Volume]) -> str:
+    if not sources:
+        raise InputError("give at least one input image")
+    kinds = {source_modality(v) for v in sources}
+    if len(kinds) > 1:
+        raise InputError(f"several inputs must be of one modality (MRI contrasts); got {', '.join(sorted(kinds))}")
+    first = sources[0]
+    for other in sources[1:]:
+        if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=1e-4):
+            raise InputError("several inputs must share one grid (shape and affine); resample them first")
+    return kinds.pop()
+
+
+def _generators(seed: int, indices: np.ndarray) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed * SEED_STRIDE + int(i)) for i in indices]
+
+
+def translate_slices(
+    model: MedM2G, images: list[np.ndarray], source: str, options: TranslateOptions,
+    generators: list[torch.Generator], progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Slices of one or several sources (each [B, R, R] in [-1, 1]) -> target slices [B, R, R] in [-1, 1]."""
+    device = model["image_vae"].device
+    guides = [(source, image_guide(model, source, torch.from_numpy(x).to(device))) for x in images]
+    label = contrast_label(options.contrast) if options.target == "mri" else None
+    latents = follow(model, guides, options.target, options.sampling, generators, label, progress)
+    return decode_images(model, latents).cpu().numpy()
+
+
+def translate_volume(
+    model: MedM2G, sources: list[Volume], options: TranslateOptions,
+    progress: Callable[[int, int], None] | None = None,
+) -> Volume:
+    """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic."""
+    source = _check_sources(sources)
+    resolution = image_resolution(model)
+    stacks = [cut(v, resolution) for v in sources]
+    kept = stacks[0].kept
+    if any(not np.array_equal(s.kept, kept) for s in stacks[1:]):
+        stacks = [replace(s, images=s.images[np.isin(s.kept, kept)], kept=kept) for s in stacks]
+    if options.target == "xray":
+        middle = [len(kept) // 2]
+        images = [s.images[middle] for s in stacks]
+        out = translate_slices(model, images, source, options, _generators(options.seed, kept[middle]), progress)
+        return _radiograph(out[0], sources[0], model, options)
+    outputs = []
+    for start in range(0, len(kept), options.batch_size):
+        rows = slice(start, start + options.batch_size)
+        outputs.append(translate_slices(model, [s.images[rows] for s in stacks], source, options,
+                                        _generators(options.seed, kept[rows])))
+        if progress:
+            progress(min(start + options.batch_size, len(kept)), len(kept))
+    return _on_grid(np.concatenate(outputs), stacks[0], sources, model, options)
+
+
+def output_mapping(target: str, sources: list[Volume], stack: SliceStack) -> tuple[IntensityMap, float]:
+    """How model outputs of ``target`` map to units, and the background value."""
+    if target == "ct":
+        return IntensityMap(*DEFAULT_CT_CLIP_HU), DEFAULT_CT_CLIP_HU[0]
+    if target == "mri" and sources[0].modality == "MR":
+        return stack.mapping, 0.0
+    return IntensityMap(*MR_OUTPUT_RANGE), 0.0
+
+
+def provenance(model: MedM2G, sampling: SamplingConfig, seed: int) -> dict[str, str]:
+    """What a synthetic image's header says made it."""
+    return {"model": str(model.info.get("model_id", "medm2g")), "model_version": f"medm2g {medm2g_core.__version__}",
+            "seed": str(seed), "sampler": f"{sampling.scheduler} {sampling.steps} steps eta {sampling.eta:g} "
+            f"guidance {sampling.guidance:g}"}
+
+
+def _meta(first: Volume, description: str, body_part: str | None) -> SourceMeta:
+    meta = replace(first.meta, series_description=description, notes=[*first.meta.notes, description])
+    return replace(meta, body_part=body_part or meta.body_part, window_center=None, window_width=None,
+                   photometric_interpretation=None)
+
+
+def _on_grid(images: np.ndarray, stack: SliceStack, sources: list[Volume], model: MedM2G,
+             options: TranslateOptions) -> Volume:
+    mapping, background = output_mapping(options.target, sources, stack)
+    data = uncut(stack, images, mapping, background)
+    first = sources[0]
+    modality = "CT" if options.target == "ct" else "MR"
+    names = "+".join(v.contrast or v.modality for v in sources)
+    target_name = options.contrast or ("CT" if modality == "CT" else "MRI")
+    meta = _meta(first, f"SYNTHETIC {target_name} from {names} by medm2g", first.meta.body_part)
+    meta = replace(meta, window_center=40.0, window_width=400.0) if modality == "CT" else meta
+    return Volume(data=data, affine=first.affine.copy(), modality=modality, units="HU" if modality == "CT" else "a.u.",
+                  contrast=options.contrast if modality == "MR" else None, meta=meta, synthetic=True,
+                  provenance=provenance(model, options.sampling, options.seed))
+
+
+def _radiograph(image: np.ndarray, first: Volume, model: MedM2G, options: TranslateOptions) -> Volume:
+    """A generated frontal radiograph [R, R] in [-1, 1] as a 2D Volume in [0, 1], columns toward the patient's left,
+    rows toward the feet, on a nominal detector (the model's X-rays are detector-sized, not the input's grid)."""
+    pixel = DETECTOR_SIZE_MM / image.shape[0]
+    affine = np.array([[-pixel, 0, 0, 0], [0, 0, -1, 0], [0, -pixel, 0, 0], [0, 0, 0, 1]], dtype=float)
+    meta = _meta(first, f"SYNTHETIC X-ray from {first.modality} by medm2g", first.meta.body_part)
+    meta = replace(meta, photometric_interpretation="MONOCHROME2")
+    return Volume(data=((image.T + 1.0) / 2.0)[:, :, None], affine=affine, modality="XRAY", units="a.u.",
+                  meta=meta, synthetic=True, provenance=provenance(model, options.sampling, options.seed))

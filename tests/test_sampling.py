@@ -1,0 +1,171 @@
+"""The sampling pipelines on the embedded default model: guidance in one forward, routes, geometry, determinism."""
+
+import numpy as np
+import pytest
+import torch
+
+from medm2g_core.errors import InputError
+from medm2g_core.hub import load_model
+from medm2g_core.io.volume import Volume
+from medm2g_core.phantoms.world import PhantomConfig, make_case
+from medm2g_core.sampling.diffusion import SCHEDULERS, SamplingConfig, Stream, sample
+from medm2g_core.sampling.generate import GenerateOptions, generate_images, generate_reports
+from medm2g_core.sampling.guides import guide_context, image_guide, text_guide
+from medm2g_core.sampling.report import HEADER, ReportOptions, write_report
+from medm2g_core.sampling.routes import route
+from medm2g_core.sampling.slices import cut, uncut
+from medm2g_core.sampling.translate import TranslateOptions, translate_volume
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FAST = SamplingConfig(steps=3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def brain():
+    images, report, _, _ = make_case("brain", 7, PhantomConfig(brain_slices=6, xray_pixels=64))
+    return images, report
+
+
+@pytest.fixture(scope="module")
+def chest():
+    images, report, _, _ = make_case("chest", 8, PhantomConfig(xray_pixels=64, chest_spacing_mm=6.0))
+    return images, report
+
+
+def test_routes_follow_trained_directions():
+    assert route("mri", "ct") == ["mri", "ct"]
+    assert route("ct", "xray") == ["ct", "text", "xray"]
+    assert route("mri", "xray") == ["mri", "ct", "text", "xray"]
+    assert route("mri", "mri") == ["mri", "ct", "mri"]
+    assert route("xray", "text") == ["xray", "text"]
+    with pytest.raises(InputError, match="nothing to translate"):
+        route("ct", "ct")
+    with pytest.raises(InputError, match="unknown modality"):
+        route("pet", "ct")
+
+
+def test_guidance_in_one_batched_forward_equals_two_forwards(model):
+    denoiser = model["denoiser_ct"]
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(3, 4, 16, 16, generator=generator)
+    context = torch.randn(3, 20, 128, generator=generator)
+    t = torch.tensor(500)
+    stream = Stream(denoiser, tuple(latents.shape), lambda t, z: context)
+    with torch.no_grad():
+        guided = stream.predict(latents, t, context, 2.5)
+        conditioned = denoiser(latents, t.expand(3), context=context)
+        null = denoiser(latents, t.expand(3), context=None)
+    torch.testing.assert_close(guided, null + 2.5 * (conditioned - null), atol=1e-4, rtol=1e-4)
+
+
+def test_slices_go_back_onto_an_oblique_lps_grid_exactly():
+    rng = np.random.default_rng(0)
+    theta = 0.3
+    rotation = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-1.5, -1.5, 3.0])  # LPS-like axes, rotated
+    affine[:3, 3] = [10.0, -20.0, 5.0]
+    x, y = np.meshgrid(np.linspace(-1, 1, 48), np.linspace(-1, 1, 40), indexing="ij")
+    data = np.stack([np.exp(-(x**2 + y**2) * (2 + k)) * 100 for k in range(5)], axis=2)
+    data += rng.uniform(0, 1, data.shape)
+    volume = Volume(data.astype(np.float32), affine, "MR")
+    stack = cut(volume, 48)
+    back = uncut(stack, stack.images, stack.mapping, 0.0)
+    assert back.shape == volume.shape
+    inside = back > 1.0
+    assert np.abs(back - np.clip(data, stack.mapping.low, stack.mapping.high))[inside].max() < 0.02 * data.max()
+
+
+def test_translate_keeps_geometry_units_and_marks_synthetic(model, brain):
+    images, _ = brain
+    out = translate_volume(model, [images["mr_t1"]], TranslateOptions("ct", sampling=FAST))
+    assert out.shape == images["mr_t1"].shape
+    np.testing.assert_allclose(out.affine, images["mr_t1"].affine, atol=1e-6)
+    assert out.modality == "CT" and out.units == "HU" and out.synthetic
+    assert out.meta.series_description.startswith("SYNTHETIC")
+    assert -1100 < out.data.min() < out.data.max() <= 2048
+
+
+def test_translate_repeats_with_a_seed_differs_with_input_and_ignores_batch_size(model, brain):
+    images, _ = brain
+    t1 = images["mr_t1"]
+    first = translate_volume(model, [t1], TranslateOptions("ct", sampling=FAST, seed=3, batch_size=2))
+    again = translate_volume(model, [t1], TranslateOptions("ct", sampling=FAST, seed=3, batch_size=2))
+    np.testing.assert_array_equal(first.data, again.data)
+    batched = translate_volume(model, [t1], TranslateOptions("ct", sampling=FAST, seed=3, batch_size=32))
+    np.testing.assert_allclose(batched.data, first.data, atol=0.05)  # float rounding of other GEMM shapes only
+    other_seed = translate_volume(model, [t1], TranslateOptions("ct", sampling=FAST, seed=4))
+    assert np.abs(other_seed.data - first.data).mean() > 1.0
+    flair = translate_volume(model, [images["mr_flair"]], TranslateOptions("ct", sampling=FAST, seed=3))
+    assert np.abs(flair.data - first.data).mean() > 1.0
+
+
+def test_guides_differ_with_their_input(model, brain, chest):
+    mri = cut(brain[0]["mr_t1"], 64).images
+    context = [guide_context(model, "mri", g.latent, g.prompt, 0)
+               for g in (image_guide(model, "mri", torch.from_numpy(mri[:1])),
+                         image_guide(model, "mri", torch.from_numpy(mri[-1:])))]
+    assert (context[0] - context[1]).abs().mean() > 1e-3
+    texts = text_guide(model, [brain[1], chest[1]])
+    assert texts.latent.shape == (2, 128) and torch.allclose(texts.prompt.norm(dim=-1), torch.ones(2))
+
+
+def test_multi_contrast_synthesis_and_contrast_label(model, brain):
+    images, _ = brain
+    out = translate_volume(model, [images["mr_t2"], images["mr_flair"]],
+                           TranslateOptions("mri", contrast="T1", sampling=FAST))
+    assert out.modality == "MR" and out.contrast == "T1" and out.shape == images["mr_t2"].shape
+    with pytest.raises(InputError, match="one modality"):
+        translate_volume(model, [images["mr_t2"], images["xray"]], TranslateOptions("mri", sampling=FAST))
+    cropped = Volume(images["mr_flair"].data[:-2], images["mr_flair"].affine, "MR", contrast="FLAIR")
+    with pytest.raises(InputError, match="one grid"):
+        translate_volume(model, [images["mr_t2"], cropped], TranslateOptions("mri", sampling=FAST))
+
+
+def test_ct_to_xray_is_one_radiograph(model, chest):
+    out = translate_volume(model, [chest[0]["ct"]], TranslateOptions("xray", sampling=FAST))
+    assert out.is_2d and out.modality == "XRAY" and out.data.min() >= 0.0 and out.data.max() <= 1.0
+
+
+def test_report_is_headed_labelled_and_reproducible(model, chest):
+    options = ReportOptions(sampling=FAST, seed=5, n=2)
+    reports = write_report(model, chest[0]["xray"], options)
+    assert len(reports) == 2 and [r.seed for r in reports] == [5, 6]
+    assert reports[0].as_text().startswith(HEADER)
+    assert set(reports[0].labels) >= {"pleural_effusion", "cardiomegaly"}
+    assert [r.text for r in write_report(model, chest[0]["xray"], options)] == [r.text for r in reports]
+
+
+def test_generate_one_and_joint_is_seeded_per_row(model, brain, chest):
+    prompts = [chest[1], brain[1]]
+    joint = generate_images(model, prompts, GenerateOptions(("xray", "ct", "mri"), sampling=FAST), [1, 2])
+    assert {k: v.shape for k, v in joint.items()} == {m: (2, 64, 64) for m in ("xray", "ct", "mri")}
+    alone = generate_images(model, prompts[:1], GenerateOptions(("xray", "ct", "mri"), sampling=FAST), [1])
+    for modality in joint:
+        np.testing.assert_allclose(alone[modality][0], joint[modality][0], atol=1e-5)
+    single = generate_images(model, prompts, GenerateOptions(("xray",), sampling=FAST), [1, 1])
+    assert np.abs(single["xray"][0] - single["xray"][1]).mean() > 1e-3  # same seed, different report
+    with pytest.raises(InputError, match="needs CT"):
+        generate_images(model, prompts, GenerateOptions(("xray", "mri"), sampling=FAST), [1, 2])
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_every_scheduler_samples_finite_latents(model, scheduler):
+    reports = generate_reports(model, [0, 1], SamplingConfig(steps=3, scheduler=scheduler))
+    assert len(reports) == 2 and all(reports)
+    null = model["denoiser_text"].null(1)
+    latents = sample({"text": Stream(model["denoiser_text"], (1, 128), lambda t, z: null)}, model["scheduler"],
+                     SamplingConfig(steps=3, scheduler=scheduler, guidance=1.0), torch.Generator().manual_seed(0),
+                     torch.device("cpu"))
+    assert torch.isfinite(latents["text"]).all()
+
+
+def test_sampling_options_are_checked():
+    for bad in ({"steps": 0}, {"eta": 2.0}, {"guidance": -1.0}, {"scheduler": "heun"}):
+        with pytest.raises(InputError):
+            SamplingConfig(**bad)

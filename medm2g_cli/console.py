@@ -46,6 +46,12 @@ def emit_json(data: object) -> None:
     sys.stdout.flush()
 
 
+def emit_json_line(data: object) -> None:
+    """One compact JSON document per line on stdout (JSON Lines, for streams of results)."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
 @contextlib.contextmanager
 def progress(description: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr (hidden by ``--quiet``); yields ``update(done, total)``."""

@@ -140,7 +140,7 @@ def report(
     reports = write_report(medm2g, volume, options)
     if json_output:
         for item in reports:
-            console.emit_json(item.as_json())
+            console.emit_json_line(item.as_json())
     else:
         typer.echo("\n".join(item.as_text() for item in reports).rstrip())
     if out is not None:

@@ -68,7 +68,7 @@ def synthesize_dataset(
     already = len(finished(out))
     if already:
         console.say(f"resuming: {already} of {len(cases)} cases are finished")
-    emit = (lambda record: console.emit_json({"id": record.id, "folder": str(out / "cases" / record.id),
+    emit = (lambda record: console.emit_json_line({"id": record.id, "folder": str(out / "cases" / record.id),
                                               "images": record.images, "report": record.report})) if json_output \
         else None
     with console.progress(f"synthesize (process {state.process_index + 1}/{state.num_processes})") as update:

@@ -201,8 +201,8 @@ def _series_and_equipment(volume: Volume, series_description: str | None, now: d
     ds.SeriesDate, ds.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     if volume.meta.body_part:
         ds.BodyPartExamined = volume.meta.body_part
-    if volume.modality != "XRAY":  # unknown: DX says ImageLaterality instead
-        ds.Laterality = ""
+    if volume.modality != "XRAY" and not volume.meta.body_part:  # unknown (DX says ImageLaterality instead);
+        ds.Laterality = ""  # a named body part here (head, chest) is unpaired, where Laterality must be absent
     ds.Manufacturer = "medm2g"
     ds.ManufacturerModelName = model
     ds.SoftwareVersions = versions

@@ -1,0 +1,169 @@
+"""The user commands end to end through the CLI with the embedded default model: translate, report, generate,
+synthesize-dataset and demo, on NIfTI and DICOM in and out and on a real radiograph."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from conftest import require_tool
+from pydicom.data import get_testdata_file
+
+from medm2g_core.io.dicom_write import write_dicom_series
+from medm2g_core.io.load import read_volume
+from medm2g_core.io.nifti import write_nifti
+from medm2g_core.phantoms.world import PhantomConfig, make_case
+from medm2g_core.sampling.report import HEADER
+
+FAST = ("--steps", "3")
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def brain_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("brain")
+    images, _, _, _ = make_case("brain", 11, PhantomConfig(brain_slices=6, xray_pixels=64))
+    for key in ("mr_t1", "mr_t2", "ct"):
+        write_nifti(images[key], root / f"{key}.nii.gz")
+    write_dicom_series(images["mr_t1"], root / "t1_dicom")
+    return root
+
+
+def test_translate_nifti_keeps_the_grid_and_writes_provenance(brain_files, cli, tmp_path):
+    out = tmp_path / "ct.nii.gz"
+    result = cli("translate", str(brain_files / "mr_t1.nii.gz"), "--to", "ct", "--out", str(out),
+                 "--reference", str(brain_files / "ct.nii.gz"), "--json", *FAST)
+    assert result.exit_code == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["output"] == str(out) and 0 < printed["metrics"]["psnr"] < 60 and -1 < printed["metrics"]["ssim"] < 1
+    source, made = nib.load(brain_files / "mr_t1.nii.gz"), nib.load(out)
+    assert made.shape == source.shape
+    np.testing.assert_allclose(made.affine, source.affine, atol=1e-4)
+    assert made.header["descrip"].item().decode().startswith("SYNTHETIC")
+    record = json.loads(Path(f"{out}.run.json").read_text())
+    assert record["command"] == "translate" and record["synthetic"] and record["model"]["index_sha256"]
+    assert record["outputs"][str(out)] and record["inputs"][str(brain_files / "mr_t1.nii.gz")]
+    assert Path(f"{out}.png").is_file()
+    again = cli("translate", str(brain_files / "mr_t1.nii.gz"), "--to", "ct", "--out", str(out), *FAST)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+
+
+def test_translate_dicom_series_to_dicom_keeps_geometry(brain_files, cli, tmp_path):
+    dciodvfy = require_tool("dciodvfy")
+    out = tmp_path / "ct_series"
+    result = cli("translate", str(brain_files / "t1_dicom"), "--to", "ct", "--out", str(out), *FAST, env=ENV)
+    assert result.exit_code == 0, result.stderr
+    source, made = read_volume(brain_files / "t1_dicom"), read_volume(out)
+    assert made.modality == "CT" and made.units == "HU" and made.shape == source.shape
+    np.testing.assert_allclose(made.affine, source.affine, atol=1e-4)
+    first = pydicom.dcmread(sorted(out.glob("*.dcm"))[0])
+    assert first.SeriesDescription.startswith("SYNTHETIC") and "DERIVED" in first.ImageType
+    assert first.StudyInstanceUID == pydicom.dcmread(sorted((brain_files / "t1_dicom").glob("*.dcm"))[0]).StudyInstanceUID
+    check = subprocess.run([dciodvfy, str(sorted(out.glob("*.dcm"))[0])], capture_output=True, text=True)
+    assert "Error" not in check.stdout + check.stderr
+
+
+def test_translate_outputs_differ_with_input_and_repeat_with_seed(brain_files, cli, tmp_path):
+    outputs = {}
+    for name, source, seed in (("a", "mr_t1", "1"), ("b", "mr_t1", "1"), ("c", "mr_t2", "1")):
+        out = tmp_path / f"{name}.nii.gz"
+        result = cli("translate", str(brain_files / f"{source}.nii.gz"), "--to", "ct", "--out", str(out),
+                     "--seed", seed, "--no-preview", *FAST, env=ENV)
+        assert result.exit_code == 0, result.stderr
+        outputs[name] = np.asarray(nib.load(out).dataobj)
+    np.testing.assert_array_equal(outputs["a"], outputs["b"])
+    assert np.abs(outputs["a"] - outputs["c"]).mean() > 1.0
+
+
+def test_report_on_a_real_radiograph(cli, tmp_path):
+    radiograph = get_testdata_file("RG1_UNCI.dcm")
+    out = tmp_path / "report.json"
+    result = cli("report", radiograph, "--out", str(out), "--n", "2", *FAST, env=ENV)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(HEADER) and result.stdout.count(HEADER) == 2
+    saved = json.loads(out.read_text())
+    assert len(saved) == 2 and saved[0]["synthetic"] and saved[0]["text"] and "labels" in saved[0]
+    assert saved[0]["source"]["modality"] == "XRAY"
+    assert json.loads(Path(f"{out}.run.json").read_text())["command"] == "report"
+
+
+def test_generate_from_the_report_of_a_real_radiograph_as_dicom(cli, tmp_path):
+    text = cli("report", get_testdata_file("RG1_UNCI.dcm"), "--json", *FAST, env=ENV)
+    assert text.exit_code == 0, text.stderr
+    prompt = json.loads(text.stdout.splitlines()[0])["text"]
+    out = tmp_path / "gen"
+    result = cli("generate", prompt, "--modality", "xray,ct,mri", "--format", "dicom", "--out", str(out), *FAST,
+                 env=ENV)
+    assert result.exit_code == 0, result.stderr
+    folders = [Path(line) for line in result.stdout.splitlines()]
+    assert [f.name for f in folders] == ["xray", "ct", "mri_t1"]
+    xray = pydicom.dcmread(sorted(folders[0].glob("*.dcm"))[0])
+    assert xray.SeriesDescription.startswith("SYNTHETIC") and xray.Modality in ("DX", "CR", "OT")
+    assert json.loads((out / "run.json").read_text())["arguments"]["joint"] is True
+
+
+def test_generate_reads_prompts_from_stdin_and_writes_png(tmp_path):
+    out = tmp_path / "png"
+    proc = subprocess.run([sys.executable, "-m", "medm2g_cli", "generate", "--prompt-file", "-", "--n", "2",
+                           "--format", "png", "--out", str(out), *FAST], input="Large right pleural effusion.\n"
+                          "Normal chest.\n", capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split()) == 4 and all(p.endswith("xray.png") for p in proc.stdout.split())
+
+
+def _synthesize(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "medm2g_cli", "synthesize-dataset", "--n", "6", "--batch-size", "1",
+         "--modalities", "xray,ct,text", "--out", str(out), "--json", *FAST, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
+
+
+def test_synthesize_dataset_resumes_after_a_kill_without_duplicates_or_gaps(tmp_path):
+    out = tmp_path / "corpus"
+    first = _synthesize(out)
+    lines = [first.stdout.readline() for _ in range(2)]  # two cases finished
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert all(json.loads(line)["id"].startswith("synth-") for line in lines)
+    resumed = _synthesize(out, "--resume")
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    made_after = [json.loads(line)["id"] for line in stdout.splitlines()]
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    ids = [r["id"] for r in manifest]
+    assert ids == [f"synth-{i:06d}" for i in range(6)]  # no gap, no duplicate
+    assert set(made_after).isdisjoint(json.loads(line)["id"] for line in lines)
+    assert all(set(r["images"]) == {"xray", "ct"} and r["report"] for r in manifest)
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all((out / r["file_name"]).is_file() for r in rows)
+    fresh = tmp_path / "fresh"
+    again = _synthesize(fresh)
+    again.communicate(timeout=600)
+    for case in ("synth-000000", "synth-000005"):  # the same seed per case whether resumed or not
+        a = np.asarray(nib.load(out / "cases" / case / "xray.nii.gz").dataobj)
+        b = np.asarray(nib.load(fresh / "cases" / case / "xray.nii.gz").dataobj)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_demo_writes_a_page_with_every_task(cli, tmp_path):
+    out = tmp_path / "demo"
+    started = time.perf_counter()
+    result = cli("demo", "--out", str(out), "--steps", "3")
+    assert result.exit_code == 0, result.stderr
+    page = Path(result.stdout.strip())
+    assert page == out / "index.html"
+    html = page.read_text()
+    for title in ("MRI T1 -&gt; CT", "X-ray -&gt; text", "report -&gt; X-ray", "Joint generation"):
+        assert title in html
+    sources = [part.split("'")[0] for part in html.split("<img src='")[1:]]
+    assert len(sources) >= 8 and all((out / s).is_file() for s in sources)
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["panels"][0]["metrics"]["PSNR (dB)"] > 0
+    assert time.perf_counter() - started < 180

@@ -30,6 +30,7 @@ from bench_report import ROOT, write_section
 from medm2g_core.data.cache import Cache
 from medm2g_core.evaluation.labeler import binary_labels
 from medm2g_core.evaluation.retrieval import retrieval_matrix
+from medm2g_core.evaluation.text_metrics import corpus_bleu
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.schedule import make_sampler, sample_latents
 from medm2g_core.training.align_stage import AlignStage
@@ -37,7 +38,7 @@ from medm2g_core.training.cross_stage import ROUNDS, CrossStage
 from medm2g_core.training.image_vae_stage import evaluate_reconstruction, save_image_grid
 from medm2g_core.training.pairs import image_store, text_store
 from medm2g_core.training.recipe import load_recipe
-from medm2g_core.training.text_vae_stage import corpus_bleu, reconstruct
+from medm2g_core.training.text_vae_stage import reconstruct
 
 SECTION = "## Single-modal stages on the phantom world (train_phantom_tiny.py)"
 MULTI_SECTION = "## Alignment and cross-guided rounds on the phantom world (train_phantom_tiny.py)"

@@ -13,6 +13,7 @@ from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import CaseRecord, write_manifest
 from medm2g_core.errors import InputError, ModelError
 from medm2g_core.evaluation.labeler import binary_labels
+from medm2g_core.evaluation.text_metrics import corpus_bleu
 from medm2g_core.models.text_vae import TextVAE, TextVAEConfig
 from medm2g_core.models.tokenizer import load_tokenizer, normalise_report, train_tokenizer
 from medm2g_core.phantoms.findings import BrainFindings, ChestFindings
@@ -20,7 +21,6 @@ from medm2g_core.phantoms.reports import brain_report, chest_report
 from medm2g_core.training.stage import OptimConfig
 from medm2g_core.training.text_vae_stage import (
     TextVAEStage,
-    corpus_bleu,
     reconstruct,
     reconstruction_bleu4,
     reports_from_cache,

@@ -65,7 +65,8 @@ def test_translate_dicom_series_to_dicom_keeps_geometry(brain_files, cli, tmp_pa
     np.testing.assert_allclose(made.affine, source.affine, atol=1e-4)
     first = pydicom.dcmread(sorted(out.glob("*.dcm"))[0])
     assert first.SeriesDescription.startswith("SYNTHETIC") and "DERIVED" in first.ImageType
-    assert first.StudyInstanceUID == pydicom.dcmread(sorted((brain_files / "t1_dicom").glob("*.dcm"))[0]).StudyInstanceUID
+    source_file = sorted((brain_files / "t1_dicom").glob("*.dcm"))[0]
+    assert first.StudyInstanceUID == pydicom.dcmread(source_file).StudyInstanceUID
     check = subprocess.run([dciodvfy, str(sorted(out.glob("*.dcm"))[0])], capture_output=True, text=True)
     assert "Error" not in check.stdout + check.stderr
 
@@ -125,7 +126,7 @@ def _synthesize(out: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
 
 
-def test_synthesize_dataset_resumes_after_a_kill_without_duplicates_or_gaps(tmp_path):
+def test_synthesize_dataset_resumes_after_a_kill_without_duplicates_or_gaps(tmp_path, monkeypatch):
     out = tmp_path / "corpus"
     first = _synthesize(out)
     lines = [first.stdout.readline() for _ in range(2)]  # two cases finished
@@ -143,6 +144,11 @@ def test_synthesize_dataset_resumes_after_a_kill_without_duplicates_or_gaps(tmp_
     assert all(set(r["images"]) == {"xray", "ct"} and r["report"] for r in manifest)
     rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all((out / r["file_name"]).is_file() for r in rows)
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    corpus = datasets.load_dataset("imagefolder", data_dir=str(out), split="train",
+                                   cache_dir=str(tmp_path / "hf-cache"))
+    assert corpus.num_rows == 12 and set(corpus["modality"]) == {"xray", "ct"} and corpus[0]["image"].size == (64, 64)
     fresh = tmp_path / "fresh"
     again = _synthesize(fresh)
     again.communicate(timeout=600)

@@ -8,10 +8,7 @@ Quality is reported as corpus BLEU-4 of greedy reconstructions (:func:`reconstru
 """
 
 import logging
-import math
 import os
-import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,6 +20,7 @@ from torch.utils.data import Dataset
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import SPLITS, Manifest, read_manifest
 from medm2g_core.errors import InputError
+from medm2g_core.evaluation.text_metrics import corpus_bleu
 from medm2g_core.io.atomic import write_text
 from medm2g_core.models.medm2g import export_component
 from medm2g_core.models.text_vae import TextVAE, TextVAEConfig
@@ -157,38 +155,6 @@ class TextVAEStage:
     def export(self, folder: Path) -> None:
         """Save ``folder/text_vae``: config.json, safetensors weights and the tokenizer."""
         export_component(self.vae, Path(folder) / "text_vae")
-
-
-# ---------------------------------------------------------------------------------------------- BLEU
-
-_BLEU_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) -> float:
-    """Corpus BLEU (Papineni et al. 2002), one reference per hypothesis, on normalised words and punctuation.
-
-    Clipped n-gram counts are summed over the corpus; the score is the geometric mean of the n-gram
-    precisions for n = 1..max_n times the brevity penalty exp(1 - r / c) when the hypotheses are shorter (c)
-    than the references (r). Zero when any precision is zero (no smoothing).
-    """
-    matches, totals = [0] * max_n, [0] * max_n
-    hyp_length = ref_length = 0
-    for hypothesis, reference in zip(hypotheses, references, strict=True):
-        hyp, ref = _BLEU_TOKEN.findall(normalise_report(hypothesis)), _BLEU_TOKEN.findall(normalise_report(reference))
-        hyp_length, ref_length = hyp_length + len(hyp), ref_length + len(ref)
-        for n in range(1, max_n + 1):
-            hyp_grams, ref_grams = _ngrams(hyp, n), _ngrams(ref, n)
-            matches[n - 1] += sum((hyp_grams & ref_grams).values())
-            totals[n - 1] += max(len(hyp) - n + 1, 0)
-    if min(matches) == 0:
-        return 0.0
-    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / max_n
-    brevity = min(0.0, 1.0 - ref_length / hyp_length)
-    return math.exp(log_precision + brevity)
-
-
-def _ngrams(words: list[str], n: int) -> Counter:
-    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
 @torch.no_grad()

@@ -173,3 +173,29 @@ def test_demo_writes_a_page_with_every_task(cli, tmp_path):
     summary = json.loads((out / "demo.json").read_text())
     assert summary["panels"][0]["metrics"]["PSNR (dB)"] > 0
     assert time.perf_counter() - started < 180
+
+
+def test_synthesize_dataset_under_accelerate_launch_splits_cases_between_processes(tmp_path):
+    out = tmp_path / "sharded"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               "-m", "medm2g_cli", "--device", "cpu", "synthesize-dataset", "--n", "4", "--batch-size", "1",
+               "--modalities", "xray,text", "--out", str(out), "--json", *FAST]
+    done = subprocess.run(command, env={**os.environ, **ENV, "HF_HOME": str(tmp_path / "hf")}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    made = [json.loads(line)["id"] for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sorted(made) == [f"synth-{i:06d}" for i in range(4)]  # each case made once, by one of the processes
+    assert "process 2/2" in done.stderr or "process 1/2" in done.stderr
+    manifest = [json.loads(line)["id"] for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert manifest == [f"synth-{i:06d}" for i in range(4)]
+
+
+def test_translate_a_plain_nifti_as_the_card_writes_it(brain_files, cli, tmp_path):
+    plain = tmp_path / "mri.nii"  # written by nibabel alone: nothing in it says MR
+    source = nib.load(brain_files / "mr_t1.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj, dtype=np.float32), source.affine), plain)
+    result = cli("translate", str(plain), "--to", "ct", *FAST, env=ENV)
+    assert result.exit_code == 0, result.stderr
+    out = Path(result.stdout.strip())
+    assert out == tmp_path / "mri_ct.nii.gz" and nib.load(out).shape == source.shape

@@ -11,7 +11,7 @@ import typer
 from typer import _click as click
 
 import medm2g_core
-from medm2g_cli import console, demo, doctor, generation, imaging, prepare, synthesize, train, weights
+from medm2g_cli import console, demo, doctor, evaluate, generation, imaging, prepare, synthesize, train, weights
 from medm2g_cli.console import settings
 from medm2g_core.devices import resolve_device, validate_device_spec
 from medm2g_core.errors import Medm2gError
@@ -35,6 +35,8 @@ app.command("report", help="Write an AI-generated (unverified) report for an X-r
 app.command("generate", help="Draw X-ray, CT or MRI from a report; several modalities jointly.")(generation.generate)
 app.command("synthesize-dataset", help="Build a paired synthetic corpus (images + reports), sharded and resumable.")(
     synthesize.synthesize_dataset)
+app.command("evaluate", help="Evaluate a model on the paper's tasks with baselines: JSON, Markdown, HTML.")(
+    evaluate.evaluate_command)
 app.command("demo", help="Run every task on a few phantom cases with the default model; writes an HTML page.")(
     demo.demo)
 app.add_typer(prepare.app, name="prepare", help="Prepare paired data: phantom world, datasets, verify, cache.")

@@ -1,0 +1,332 @@
+"""The paper's evaluation tasks on any model and manifest, each with baselines in the same harness.
+
+A task reads the held-out cases of a manifest (``split``, default ``test``), runs the model once per seed and the
+baselines on the same cases, and returns a :class:`TaskResult`: per method and metric the value of each seed
+(tables report mean +/- std over seeds, as the paper's do), per-case values of the first seed (for the
+distribution plots), and a few samples (input, output, ground truth) for the figure grids.
+
+- ``mri-to-ct`` (Table 6): MRI T1 volume -> CT; PSNR, SSIM, MAE in HU. Baseline: the mean training CT slice.
+- ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM. Baseline: the
+  mean training slice of the target contrast.
+- ``report`` (Table 1): X-ray -> report; BLEU-1..4, ROUGE-L, finding F1 (micro, macro). Baseline: the most
+  common training report (of the most common finding pattern).
+- ``text-to-image`` (Tables 3-4): report -> X-ray; effusion AUC of a classifier trained on real films, Frechet
+  distance in the aligned X-ray encoder's space against real held-out films. Baseline: the mean training film.
+"""
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medm2g_core.data.cache import Cache
+from medm2g_core.data.manifest import Manifest
+from medm2g_core.errors import InputError
+from medm2g_core.evaluation.image_metrics import volume_psnr_ssim
+from medm2g_core.evaluation.labeler import binary_labels
+from medm2g_core.evaluation.text_metrics import corpus_bleu, finding_scores, rouge_l
+from medm2g_core.io.load import read_volume
+from medm2g_core.io.volume import MRI_CONTRASTS, Volume
+from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.sampling.generate import GenerateOptions, generate_images
+from medm2g_core.sampling.guides import image_guide
+from medm2g_core.sampling.report import ReportOptions, write_report
+from medm2g_core.sampling.slices import cut, uncut
+from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_volume
+
+TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image")
+PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4"}
+MODEL = "MedM2G"
+SAMPLES = 4
+CLASSIFIER_SIDE = 32
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    split: str = "test"  # a split, or several joined by "+"
+    cases: int | None = None  # at most this many cases (None: all)
+    seeds: int = 3
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sources: tuple[str, ...] = ("T2", "FLAIR")  # mri-synthesis
+    target: str = "T1"  # mri-synthesis
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise InputError("--seeds must be at least 1")
+        if self.cases is not None and self.cases < 1:
+            raise InputError("--cases must be at least 1")
+        for contrast in (*self.sources, self.target):
+            if contrast not in MRI_CONTRASTS:
+                raise InputError(f"MRI contrasts are {', '.join(MRI_CONTRASTS)}; got {contrast!r}")
+        if self.target in self.sources:
+            raise InputError(f"the target contrast {self.target} cannot also be a source")
+
+
+@dataclass
+class Sample:
+    title: str
+    images: dict[str, np.ndarray]  # name -> 2D display slice (input, output, truth, ...)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    cases: int
+    seeds: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method -> metric -> per seed
+    per_case: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method -> metric -> per case
+    samples: list[Sample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, method: str, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.seeds.setdefault(method, {}).setdefault(name, []).append(float(value))
+
+    def add_case(self, method: str, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.per_case.setdefault(method, {}).setdefault(name, []).append(float(value))
+
+    def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """method -> metric -> (mean, std) over seeds."""
+        return {m: {k: (float(np.mean(v)), float(np.std(v))) for k, v in metrics.items()}
+                for m, metrics in self.seeds.items()}
+
+    def as_json(self) -> dict:
+        return {"task": self.task, "paper_table": PAPER_TABLE[self.task], "cases": self.cases,
+                "seeds": self.seeds, "summary": self.summary(), "per_case": self.per_case, "notes": self.notes}
+
+
+def held_out(manifest: Manifest, split: str, keys: tuple[str, ...], limit: int | None, report: bool = False) -> list:
+    """Records of ``split`` with every image key in ``keys`` (and a report when asked), at most ``limit``."""
+    splits = split.split("+")
+    records = [r for r in manifest.records if r.split in splits and all(k in r.images for k in keys)
+               and (r.report or not report)]
+    if not records:
+        raise InputError(f"the manifest has no {split} case with {', '.join(keys) or 'a report'}")
+    return records[:limit]
+
+
+def _mean_slice(cache: Cache, key: str, source: str | None = None) -> np.ndarray:
+    stream = cache.stream("train", key)
+    keep = np.array([source is None or cache.index["cases"][c]["source"] == source for c in stream["case"]])
+    if not keep.any():
+        raise InputError(f"the cache has no training {key} images to average")
+    return stream["images"][keep].mean(axis=0)
+
+
+def _flat(volume: Volume, mean_slice: np.ndarray, target: str, sources: list[Volume]) -> Volume:
+    """The mean training slice on every kept slice of ``volume``'s grid, in the target's units."""
+    stack = cut(volume, mean_slice.shape[0])
+    mapping, background = output_mapping(target, sources, stack)
+    data = uncut(stack, np.repeat(mean_slice[None], len(stack.kept), 0), mapping, background)
+    return volume.with_data(data, modality="CT" if target == "ct" else "MR", units="HU" if target == "ct" else "a.u.")
+
+
+def _middle(volume: Volume, resolution: int = 64) -> np.ndarray:
+    """The middle foreground slice of a volume (a film: itself) as the model sees it, [R, R] in [-1, 1]."""
+    stack = cut(volume, resolution)
+    return stack.images[len(stack.kept) // 2]
+
+
+def _image_scores(made: Volume, truth: Volume) -> dict[str, float]:
+    scores = volume_psnr_ssim(made, truth)
+    if truth.modality == "CT":
+        scores["mae_hu"] = float(np.abs(made.data - truth.data).mean())
+    return scores
+
+
+def _translation(
+    task: str, model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions, source_keys: tuple[str, ...],
+    target_key: str, progress: Callable[[int, int], None] | None,
+) -> TaskResult:
+    target = "ct" if target_key == "ct" else "mri"
+    contrast = None if target == "ct" else options.target
+    records = held_out(manifest, options.split, (*source_keys, target_key), options.cases)
+    mean_slice = _mean_slice(cache, target_key, "phantom-brain" if target == "ct" else None)
+    result = TaskResult(task, len(records))
+    baseline = {}
+    for seed in range(options.seeds):
+        per_seed = []
+        for number, record in enumerate(records):
+            sources = [read_volume(manifest.image_path(record, k)) for k in source_keys]
+            truth = read_volume(manifest.image_path(record, target_key))
+            made = translate_volume(model, sources, TranslateOptions(target, contrast, options.sampling, seed))
+            scores = _image_scores(made, truth)
+            per_seed.append(scores)
+            if seed == 0:
+                result.add_case(MODEL, scores)
+                flat = _flat(sources[0], mean_slice, target, sources)
+                baseline[record.id] = _image_scores(flat, truth)
+                result.add_case("mean training slice", baseline[record.id])
+                if number < SAMPLES:
+                    result.samples.append(Sample(record.id, {
+                        "input": _middle(sources[0]), "output": _middle(made), "truth": _middle(truth)}))
+            if progress:
+                progress(seed * len(records) + number + 1, options.seeds * len(records))
+        result.add(MODEL, {k: np.mean([s[k] for s in per_seed]) for k in per_seed[0]})
+        result.add("mean training slice", {k: np.mean([b[k] for b in baseline.values()]) for k in per_seed[0]})
+    return result
+
+
+def mri_to_ct(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
+              progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    return _translation("mri-to-ct", model, manifest, cache, options, ("mr_t1",), "ct", progress)
+
+
+def mri_synthesis(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
+                  progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    sources = tuple(f"mr_{c.lower()}" for c in options.sources)
+    result = _translation("mri-synthesis", model, manifest, cache, options, sources, f"mr_{options.target.lower()}",
+                          progress)
+    result.notes.append(f"{' + '.join(options.sources)} -> {options.target}")
+    return result
+
+
+def most_common_report(cache: Cache) -> str:
+    train = [c["report"] for c in cache.index["cases"] if c["split"] == "train" and c.get("report")]
+    if not train:
+        raise InputError("the cache has no training report")
+    patterns = Counter(json.dumps(binary_labels(r), sort_keys=True) for r in train)
+    pattern = patterns.most_common(1)[0][0]
+    return Counter(r for r in train if json.dumps(binary_labels(r), sort_keys=True) == pattern).most_common(1)[0][0]
+
+
+def _text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    findings = finding_scores(hypotheses, references)
+    return {"bleu4": corpus_bleu(hypotheses, references), "rouge_l": rouge_l(hypotheses, references),
+            "f1_micro": findings["f1_micro"], "f1_macro": findings["f1_macro"]}
+
+
+def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
+           progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    records = held_out(manifest, options.split, ("xray",), options.cases, report=True)
+    truth = [r.report for r in records]
+    result = TaskResult("report", len(records))
+    constant = [most_common_report(cache)] * len(records)
+    films = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in records]
+    for seed in range(options.seeds):
+        made = []
+        for number, film in enumerate(films):
+            made.append(write_report(model, film, ReportOptions(options.sampling, seed))[0].text)
+            if progress:
+                progress(seed * len(films) + number + 1, options.seeds * len(films))
+        result.add(MODEL, _text_scores(made, truth))
+        result.add("most common training report", _text_scores(constant, truth))
+        if seed == 0:
+            for hypothesis, reference in zip(made, truth, strict=True):
+                result.add_case(MODEL, {"rouge_l": rouge_l([hypothesis], [reference])})
+            result.notes += [f"{records[k].id}: {made[k]}" for k in range(min(SAMPLES, len(made)))]
+            result.samples += [Sample(records[k].id, {"input": _middle(films[k])}) for k in range(min(SAMPLES,
+                                                                                                       len(films)))]
+    return result
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); NaN without both classes."""
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    if not len(positive) or not len(negative):
+        return float("nan")
+    return float((positive[:, None] > negative[None]).mean() + 0.5 * (positive[:, None] == negative[None]).mean())
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    small = F.interpolate(torch.from_numpy(images).float()[:, None], size=(CLASSIFIER_SIDE,) * 2, mode="area")
+    return small.flatten(1)
+
+
+def effusion_classifier(cache: Cache) -> Callable[[np.ndarray], np.ndarray]:
+    """A logistic-regression pleural effusion scorer trained on the real training chest films of ``cache``."""
+    stream = cache.stream("train", "xray")
+    cases = [cache.index["cases"][c] for c in stream["case"]]
+    keep = np.array(["pleural_effusion" in c["labels"] for c in cases])
+    x = _pixels(stream["images"][keep])
+    y = torch.tensor([c["labels"]["pleural_effusion"] for c, k in zip(cases, keep, strict=True) if k]).float()
+    if not 0 < y.mean() < 1:
+        raise InputError("training films need both effusion and no effusion to train the judge")
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    classifier = torch.nn.Linear(x.shape[1], 1)
+    optimiser = torch.optim.LBFGS(classifier.parameters(), max_iter=200)
+    weight = (1 - y.mean()) / y.mean()
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        logits = classifier((x - mean) / std)[:, 0]
+        loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=weight)
+        loss = loss + 1e-2 * classifier.weight.square().sum()  # ridge: 1024 pixels, a few hundred films
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+
+    def score(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return classifier((_pixels(images) - mean) / std)[:, 0].numpy()
+
+    return score
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a [N, D] and b [M, D]."""
+    from scipy import linalg
+
+    if len(a) < 2 or len(b) < 2:
+        raise InputError("a Frechet distance needs at least two samples per set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
+
+
+def _encoder_features(model: MedM2G, images: np.ndarray) -> np.ndarray:
+    return image_guide(model, "xray", torch.from_numpy(images).float()).prompt.cpu().numpy()
+
+
+def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
+                  progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    records = [r for r in held_out(manifest, options.split, ("xray",), options.cases, report=True)
+               if "pleural_effusion" in r.labels]
+    if not records:
+        raise InputError(f"no {options.split} chest case with an effusion label")
+    score = effusion_classifier(cache)
+    real = np.stack([_middle(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in records])
+    labels = np.array([r.labels["pleural_effusion"] for r in records])
+    real_features = _encoder_features(model, real)
+    mean_film = np.repeat(_mean_slice(cache, "xray", "phantom-chest")[None], len(records), 0)
+    result = TaskResult("text-to-image", len(records))
+    result.notes.append(f"effusion judge AUC on the real held-out films: {_auc(score(real), labels):.3f}")
+    for seed in range(options.seeds):
+        made = []
+        for start in range(0, len(records), 16):
+            chunk = records[start:start + 16]
+            made.append(generate_images(model, [r.report for r in chunk], GenerateOptions(("xray",),
+                                        sampling=options.sampling), [seed * 100_003 + start + i
+                                                                     for i in range(len(chunk))])["xray"])
+            if progress:
+                progress(seed * len(records) + start + len(chunk), options.seeds * len(records))
+        made = np.concatenate(made)
+        result.add(MODEL, {"effusion_auc": _auc(score(made), labels),
+                           "fd_aligned": frechet_distance(_encoder_features(model, made), real_features)})
+        jitter = mean_film + np.random.default_rng(seed).normal(0, 1e-3, mean_film.shape).astype(np.float32)
+        result.add("mean training film", {"effusion_auc": 0.5, "fd_aligned": frechet_distance(
+            _encoder_features(model, jitter), real_features)})
+        if seed == 0:
+            for value in score(made):
+                result.add_case(MODEL, {"effusion_score": value})
+            result.samples += [Sample(records[k].id, {"output": made[k], "truth": real[k]})
+                               for k in range(min(SAMPLES, len(records)))]
+    return result
+
+
+RUNNERS = {"mri-to-ct": mri_to_ct, "mri-synthesis": mri_synthesis, "report": report, "text-to-image": text_to_image}
+
+
+def evaluate(task: str, model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
+             progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    """Run ``task`` (one of :data:`TASKS`) and its baselines."""
+    if task not in RUNNERS:
+        raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    return RUNNERS[task](model, manifest, cache, options, progress)

@@ -7,8 +7,12 @@ means the same on every input. PSNR over every voxel of the volume; SSIM (Gaussi
 et al. 2004) per axial slice of the canonical volume, averaged. torchmetrics computes both.
 
 :func:`psnr`, :func:`ssim` and :func:`ms_ssim` score batches of 2-D images [N, H, W] with torchmetrics and
-average the per-image values: SSIM with the same Gaussian window; MS-SSIM (Wang et al. 2003) over five scales
-with the paper's exponents, negative contrast terms clipped to 0 (torchmetrics' ``normalize="relu"``).
+average the per-image values. SSIM uses the same Gaussian window and averages the SSIM map over the pixels whose
+window lies inside the image, as Wang et al. and scikit-image do (torchmetrics' own mean, which the volume
+score keeps, also counts the 5-pixel border computed on reflected pixels). MS-SSIM (Wang et al. 2003): the
+contrast-structure terms at the four finest scales and the SSIM at the fifth, each averaged the same way, 2 x 2
+means between scales, the paper's exponents, negative terms clipped to 0 as torchmetrics' ``normalize="relu"``
+does (torchmetrics' MS-SSIM itself averages the fifth scale's SSIM with its border, a third of the map or more).
 
 :func:`fid` is the Fréchet distance of two feature sets (Heusel et al. 2017). :func:`inception_features` gives
 the standard FID features: the 2048-d pool features of the TensorFlow FID Inception network, as the TorchScript
@@ -38,11 +42,7 @@ import scipy.special
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from medm2g_core.data.cache import canonical
 from medm2g_core.data.intensity import intensity_map
@@ -51,7 +51,8 @@ from medm2g_core.io.volume import Volume
 
 DATA_RANGE = 2.0
 SSIM_WINDOW = 11
-MS_SSIM_MIN_SIZE = 176  # torchmetrics' five scales need side // 16 > window - 1
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
+MS_SSIM_MIN_SIZE = 176  # the coarsest scale (1/16) must hold the window
 INCEPTION_SIZE = 299
 NIQE_PATCH = 96
 EVAL_INSTALL = "pip install 'medm2g[eval]'"
@@ -107,16 +108,29 @@ def psnr(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, data_range:
     return float(peak_signal_noise_ratio(a, b, data_range=data_range, dim=(1, 2, 3)))
 
 
+def _valid_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch.Tensor:
+    """Per image: the mean SSIM map over the pixels whose window lies inside the image."""
+    _, full = structural_similarity_index_measure(a, b, data_range=data_range, return_full_image=True)
+    border = SSIM_WINDOW // 2
+    return full[..., border:-border, border:-border].mean((1, 2, 3))
+
+
 def ssim(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, data_range: float) -> float:
     """Mean over the batch of each image's SSIM (Gaussian window 11, sigma 1.5), both [N, H, W]."""
     a, b = _pair(x, y, data_range, SSIM_WINDOW)
-    return float(structural_similarity_index_measure(a, b, data_range=data_range))
+    return float(_valid_ssim(a, b, data_range).mean())
 
 
 def ms_ssim(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, data_range: float) -> float:
     """Mean over the batch of each image's five-scale MS-SSIM, both [N, H, W] with sides of 176 pixels or more."""
     a, b = _pair(x, y, data_range, MS_SSIM_MIN_SIZE)
-    return float(multiscale_structural_similarity_index_measure(a, b, data_range=data_range))
+    score = torch.ones(len(a), dtype=a.dtype)
+    for weight in MS_SSIM_WEIGHTS[:-1]:
+        _, contrast = structural_similarity_index_measure(a, b, data_range=data_range, reduction="none",
+                                                          return_contrast_sensitivity=True)
+        score = score * contrast.clamp(min=0) ** weight
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return float((score * _valid_ssim(a, b, data_range).clamp(min=0) ** MS_SSIM_WEIGHTS[-1]).mean())
 
 
 def _features(features: np.ndarray | torch.Tensor, name: str) -> np.ndarray:

@@ -277,7 +277,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise InputError("a Frechet distance needs at least two samples per set")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 
@@ -287,8 +287,8 @@ def _encoder_features(model: MedM2G, images: np.ndarray) -> np.ndarray:
 
 def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
                   progress: Callable[[int, int], None] | None = None) -> TaskResult:
-    records = [r for r in held_out(manifest, options.split, ("xray",), options.cases, report=True)
-               if "pleural_effusion" in r.labels]
+    records = [r for r in held_out(manifest, options.split, ("xray",), None, report=True)
+               if "pleural_effusion" in r.labels][:options.cases]
     if not records:
         raise InputError(f"no {options.split} chest case with an effusion label")
     score = effusion_classifier(cache)

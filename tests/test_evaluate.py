@@ -1,0 +1,83 @@
+"""``medm2g evaluate``: every task on a small phantom world with the embedded model and its baselines."""
+
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from medm2g_core.data.cache import CacheConfig, build_cache
+from medm2g_core.errors import InputError
+from medm2g_core.evaluation.tasks import EvalOptions, TaskResult, frechet_distance
+from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+
+FAST = ("--steps", "2", "--seeds", "2")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")  # seed 30: the training chest films hold an effusion and normals
+    manifest = prepare_phantom(root / "phantom", PhantomConfig(cases=16, seed=30, brain_slices=6, xray_pixels=64))
+    build_cache(manifest, root / "cache", CacheConfig(resolution=64))
+    return root
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.mark.parametrize("task", ["mri-to-ct", "mri-synthesis", "report", "text-to-image"])
+def test_every_task_writes_tables_pages_and_baselines(world, cli, tmp_path, task):
+    out = tmp_path / task
+    result = cli("--quiet", "evaluate", task, "--data", str(world / "cache"), "--out", str(out), "--split",
+                 "train+val+test", "--cases", "6", *FAST, env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["task"] == task and saved["cases"] >= 1 and len(saved["summary"]) == 2  # the model and a baseline
+    model_row = saved["seeds"]["MedM2G"]
+    assert all(len(values) == 2 and np.isfinite(values).all() for values in model_row.values())
+    assert "| MedM2G |" in result.stdout and "+/-" in result.stdout
+    assert (out / "results.md").read_text().startswith(f"# {task}")
+    page = _Images()
+    page.feed((out / "index.html").read_text())
+    assert page.sources and all((out / src).is_file() for src in page.sources)
+
+
+def test_translation_metrics_are_sane(world, cli, tmp_path):
+    out = tmp_path / "ct"
+    result = cli("--quiet", "evaluate", "mri-to-ct", "--data", str(world / "cache"), "--out", str(out), "--split",
+                 "train+val+test", "--cases", "2", *FAST, env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    for method in summary.values():
+        assert 5 < method["psnr"][0] < 60 and -1 < method["ssim"][0] <= 1 and method["mae_hu"][0] > 0
+    assert summary["mean training slice"]["psnr"][1] == 0  # a baseline without randomness has no spread
+
+
+def test_frechet_distance_is_zero_for_a_set_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 8))
+    assert frechet_distance(features, features) == pytest.approx(0, abs=1e-6)
+    shifted = [frechet_distance(features, features + d) for d in (0.5, 1.0, 2.0)]
+    assert shifted == sorted(shifted) and shifted[0] == pytest.approx(8 * 0.25, rel=1e-3)
+    with pytest.raises(InputError):
+        frechet_distance(features[:1], features)
+
+
+def test_bad_requests_are_refused(world, cli, tmp_path):
+    unknown = cli("evaluate", "segmentation", "--data", str(world / "cache"), "--out", str(tmp_path / "x"))
+    assert unknown.exit_code == 2 and "tasks:" in unknown.stderr
+    with pytest.raises(InputError):
+        EvalOptions(seeds=0)
+    with pytest.raises(InputError):
+        EvalOptions(sources=("T1",), target="T1")
+    result = TaskResult("report", 1)
+    result.add("a", {"x": 1.0})
+    result.add("a", {"x": 3.0})
+    assert result.summary()["a"]["x"] == (2.0, 1.0)

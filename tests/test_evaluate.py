@@ -8,7 +8,7 @@ import pytest
 
 from medm2g_core.data.cache import CacheConfig, build_cache
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.tasks import EvalOptions, TaskResult, frechet_distance
+from medm2g_core.evaluation.tasks import EvalOptions, TaskResult
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
 
 FAST = ("--steps", "2", "--seeds", "2")
@@ -58,16 +58,6 @@ def test_translation_metrics_are_sane(world, cli, tmp_path):
     for method in summary.values():
         assert 5 < method["psnr"][0] < 60 and -1 < method["ssim"][0] <= 1 and method["mae_hu"][0] > 0
     assert summary["mean training slice"]["psnr"][1] == 0  # a baseline without randomness has no spread
-
-
-def test_frechet_distance_is_zero_for_a_set_and_grows_with_a_shift():
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(200, 8))
-    assert frechet_distance(features, features) == pytest.approx(0, abs=1e-6)
-    shifted = [frechet_distance(features, features + d) for d in (0.5, 1.0, 2.0)]
-    assert shifted == sorted(shifted) and shifted[0] == pytest.approx(8 * 0.25, rel=1e-3)
-    with pytest.raises(InputError):
-        frechet_distance(features[:1], features)
 
 
 def test_bad_requests_are_refused(world, cli, tmp_path):

@@ -12,7 +12,7 @@ window lies inside the image, as Wang et al. and scikit-image do (torchmetrics' 
 score keeps, also counts the 5-pixel border computed on reflected pixels). MS-SSIM (Wang et al. 2003): the
 contrast-structure terms at the four finest scales and the SSIM at the fifth, each averaged the same way, 2 x 2
 means between scales, the paper's exponents, negative terms clipped to 0 as torchmetrics' ``normalize="relu"``
-does (torchmetrics' MS-SSIM itself averages the fifth scale's SSIM with its border, a third of the map or more).
+does (torchmetrics' MS-SSIM itself averages the fifth scale's SSIM over its whole map, most of it border).
 
 :func:`fid` is the Fréchet distance of two feature sets (Heusel et al. 2017). :func:`inception_features` gives
 the standard FID features: the 2048-d pool features of the TensorFlow FID Inception network, as the TorchScript
@@ -65,17 +65,16 @@ def _normalised(volume: Volume, reference: Volume) -> np.ndarray:
 
 
 def volume_psnr_ssim(output: Volume, reference: Volume) -> dict[str, float]:
-    """{"psnr": dB, "ssim": mean over slices} of ``output`` against ``reference`` on the same grid."""
+    """{"psnr": dB over every voxel, "ssim": mean over axial slices (as :func:`ssim`)} of ``output`` against
+    ``reference`` on the same grid, in the reference's normalised intensities."""
     if output.shape != reference.shape or not np.allclose(output.affine, reference.affine, atol=1e-4):
         raise InputError(f"the reference must be on the output's grid: shapes {reference.shape} vs {output.shape}, "
                          "or the affines differ")
-    x = torch.from_numpy(_normalised(output, reference)).permute(2, 0, 1)[:, None]  # [K, 1, I, J]
-    y = torch.from_numpy(_normalised(reference, reference)).permute(2, 0, 1)[:, None]
-    if min(x.shape[-2:]) < 11:
-        raise InputError(f"images of {tuple(x.shape[-2:])} pixels are too small for SSIM's 11-pixel window")
-    psnr = peak_signal_noise_ratio(x, y, data_range=DATA_RANGE)
-    ssim = structural_similarity_index_measure(x, y, data_range=DATA_RANGE, reduction="elementwise_mean")
-    return {"psnr": float(psnr), "ssim": float(ssim)}
+    x = np.moveaxis(_normalised(output, reference), 2, 0)  # [K, I, J]
+    y = np.moveaxis(_normalised(reference, reference), 2, 0)
+    a, b = _pair(x, y, DATA_RANGE, SSIM_WINDOW)
+    volume_psnr = peak_signal_noise_ratio(a, b, data_range=DATA_RANGE)
+    return {"psnr": float(volume_psnr), "ssim": float(_valid_ssim(a, b, DATA_RANGE).mean())}
 
 
 def _batch(images: np.ndarray | torch.Tensor, name: str, channels: bool = False) -> torch.Tensor:
@@ -151,7 +150,8 @@ def fid(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Te
     """Fréchet distance |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2) of two feature sets [N, D].
 
     tr (S_a S_b)^1/2 is the nuclear norm of S_a^1/2 S_b^1/2, computed as that of Xa Xb^T from the centred
-    features when the sets are smaller than the feature dimension (exact, also for singular covariances).
+    features when the sets are small against the feature dimension (exact, also for singular covariances).
+    Rounding below 0 is returned as 0.
     """
     a, b = _features(features_a, "features_a"), _features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
@@ -162,7 +162,7 @@ def fid(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Te
     cross = xa @ xb.T if small else _psd_sqrt(xa.T @ xa) @ _psd_sqrt(xb.T @ xb)
     trace_sqrt = np.linalg.svd(cross, compute_uv=False).sum()
     mean_term = np.square(a.mean(0) - b.mean(0)).sum()
-    return float(mean_term + np.square(xa).sum() + np.square(xb).sum() - 2 * trace_sqrt)
+    return max(float(mean_term + np.square(xa).sum() + np.square(xb).sum() - 2 * trace_sqrt), 0.0)
 
 
 def _package_file(package: str, relative: str) -> Path:
@@ -245,7 +245,7 @@ def _mscn(image: np.ndarray) -> np.ndarray:
 
 
 def _patch_features(patch: np.ndarray) -> list[float]:
-    shape, mean, left, right = _aggd(patch)
+    shape, _, left, right = _aggd(patch)
     features = [shape, (left + right) / 2]
     neighbours = [np.roll(patch, 1, 1), np.roll(patch, 1, 0), np.roll(patch, (1, 1), (0, 1)),
                   np.roll(patch, (1, -1), (0, 1))]

@@ -5,11 +5,13 @@ baselines on the same cases, and returns a :class:`TaskResult`: per method and m
 (tables report mean +/- std over seeds, as the paper's do), per-case values of the first seed (for the
 distribution plots), and a few samples (input, output, ground truth) for the figure grids.
 
-- ``mri-to-ct`` (Table 6): MRI T1 volume -> CT; PSNR, SSIM, MAE in HU. Baseline: the mean training CT slice.
-- ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM. Baseline: the
-  mean training slice of the target contrast.
-- ``report`` (Table 1): X-ray -> report; BLEU-1..4, ROUGE-L, finding F1 (micro, macro). Baseline: the most
-  common training report (of the most common finding pattern).
+- ``mri-to-ct`` (Table 6): MRI T1 volume -> CT; PSNR, SSIM, MAE in HU.
+- ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM.
+  Baselines of both: the mean training slice of the target, and a supervised UNet trained with L1 on the
+  training pairs (``baselines.train_regression``: what a user would otherwise train).
+- ``report`` (Table 1): X-ray -> report; BLEU-1..4, ROUGE-L (CIDEr, METEOR) as pycocoevalcap, finding F1.
+  Baselines: the most common training report (of the most common finding pattern) and the nearest training
+  report in the aligned space.
 - ``text-to-image`` (Tables 3-4): report -> X-ray; effusion AUC of a classifier trained on real films, Frechet
   distance in the aligned X-ray encoder's space against real held-out films. Baseline: the mean training film.
 """
@@ -26,9 +28,10 @@ import torch.nn.functional as F
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import Manifest
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.image_metrics import volume_psnr_ssim
+from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
+from medm2g_core.evaluation.image_metrics import fid, volume_psnr_ssim
 from medm2g_core.evaluation.labeler import binary_labels
-from medm2g_core.evaluation.text_metrics import corpus_bleu, finding_scores, rouge_l
+from medm2g_core.evaluation.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.io.load import read_volume
 from medm2g_core.io.volume import MRI_CONTRASTS, Volume
 from medm2g_core.models.medm2g import MedM2G
@@ -42,6 +45,9 @@ from medm2g_core.sampling.translate import TranslateOptions, output_mapping, tra
 TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image")
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4"}
 MODEL = "MedM2G"
+MEAN_SLICE = "mean training slice"
+SUPERVISED = "supervised UNet (L1)"
+NEAREST = "nearest training report (aligned encoders)"
 SAMPLES = 4
 CLASSIFIER_SIDE = 32
 
@@ -132,6 +138,20 @@ def _middle(volume: Volume, resolution: int = 64) -> np.ndarray:
     return stack.images[len(stack.kept) // 2]
 
 
+def _regressed(net, sources: list[Volume], target: str) -> Volume:
+    """The supervised baseline's output on the first source's grid (its kept slices; the rest background)."""
+    resolution = net.config.sample_size
+    stacks = [cut(v, resolution) for v in sources]
+    kept = stacks[0].kept
+    channels = np.stack([s.images[np.isin(s.kept, kept)] for s in stacks], axis=1)  # [S, C, R, R]
+    if channels.shape[0] != len(kept):
+        raise InputError("the source contrasts do not share their foreground slices")
+    mapping, background = output_mapping(target, sources, stacks[0])
+    data = uncut(stacks[0], regress(net, channels), mapping, background)
+    return sources[0].with_data(data, modality="CT" if target == "ct" else "MR",
+                                units="HU" if target == "ct" else "a.u.")
+
+
 def _image_scores(made: Volume, truth: Volume) -> dict[str, float]:
     scores = volume_psnr_ssim(made, truth)
     if truth.modality == "CT":
@@ -148,7 +168,8 @@ def _translation(
     records = held_out(manifest, options.split, (*source_keys, target_key), options.cases)
     mean_slice = _mean_slice(cache, target_key, "phantom-brain" if target == "ct" else None)
     result = TaskResult(task, len(records))
-    baseline = {}
+    net = train_regression(cache, source_keys, target_key, RegressionConfig())
+    baselines: dict[str, dict[str, dict[str, float]]] = {MEAN_SLICE: {}, SUPERVISED: {}}
     for seed in range(options.seeds):
         per_seed = []
         for number, record in enumerate(records):
@@ -159,16 +180,18 @@ def _translation(
             per_seed.append(scores)
             if seed == 0:
                 result.add_case(MODEL, scores)
-                flat = _flat(sources[0], mean_slice, target, sources)
-                baseline[record.id] = _image_scores(flat, truth)
-                result.add_case("mean training slice", baseline[record.id])
+                baselines[MEAN_SLICE][record.id] = _image_scores(_flat(sources[0], mean_slice, target, sources), truth)
+                baselines[SUPERVISED][record.id] = _image_scores(_regressed(net, sources, target), truth)
+                for method, values in baselines.items():
+                    result.add_case(method, values[record.id])
                 if number < SAMPLES:
                     result.samples.append(Sample(record.id, {
                         "input": _middle(sources[0]), "output": _middle(made), "truth": _middle(truth)}))
             if progress:
                 progress(seed * len(records) + number + 1, options.seeds * len(records))
         result.add(MODEL, {k: np.mean([s[k] for s in per_seed]) for k in per_seed[0]})
-        result.add("mean training slice", {k: np.mean([b[k] for b in baseline.values()]) for k in per_seed[0]})
+        for method, values in baselines.items():  # deterministic once trained: the same value every seed
+            result.add(method, {k: np.mean([v[k] for v in values.values()]) for k in per_seed[0]})
     return result
 
 
@@ -196,9 +219,9 @@ def most_common_report(cache: Cache) -> str:
 
 
 def _text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """pycocoevalcap's BLEU-1..4 and ROUGE-L (CIDEr, METEOR when available) and the findings' F1."""
     findings = finding_scores(hypotheses, references)
-    return {"bleu4": corpus_bleu(hypotheses, references), "rouge_l": rouge_l(hypotheses, references),
-            "f1_micro": findings["f1_micro"], "f1_macro": findings["f1_macro"]}
+    return coco_scores(hypotheses, references) | {"f1_micro": findings["f1_micro"], "f1_macro": findings["f1_macro"]}
 
 
 def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
@@ -208,6 +231,8 @@ def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions
     result = TaskResult("report", len(records))
     constant = [most_common_report(cache)] * len(records)
     films = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in records]
+    training_reports = [c["report"] for c in cache.index["cases"] if c["split"] == "train" and c.get("report")]
+    nearest = nearest_report(model, np.stack([_middle(f, cache.resolution) for f in films]), training_reports)
     for seed in range(options.seeds):
         made = []
         for number, film in enumerate(films):
@@ -216,6 +241,7 @@ def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions
                 progress(seed * len(films) + number + 1, options.seeds * len(films))
         result.add(MODEL, _text_scores(made, truth))
         result.add("most common training report", _text_scores(constant, truth))
+        result.add(NEAREST, _text_scores(nearest, truth))
         if seed == 0:
             for hypothesis, reference in zip(made, truth, strict=True):
                 result.add_case(MODEL, {"rouge_l": rouge_l([hypothesis], [reference])})
@@ -269,18 +295,6 @@ def effusion_classifier(cache: Cache) -> Callable[[np.ndarray], np.ndarray]:
     return score
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to feature sets a [N, D] and b [M, D]."""
-    from scipy import linalg
-
-    if len(a) < 2 or len(b) < 2:
-        raise InputError("a Frechet distance needs at least two samples per set")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
-
-
 def _encoder_features(model: MedM2G, images: np.ndarray) -> np.ndarray:
     return image_guide(model, "xray", torch.from_numpy(images).float()).prompt.cpu().numpy()
 
@@ -309,9 +323,9 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
                 progress(seed * len(records) + start + len(chunk), options.seeds * len(records))
         made = np.concatenate(made)
         result.add(MODEL, {"effusion_auc": _auc(score(made), labels),
-                           "fd_aligned": frechet_distance(_encoder_features(model, made), real_features)})
+                           "fd_aligned": fid(_encoder_features(model, made), real_features)})
         jitter = mean_film + np.random.default_rng(seed).normal(0, 1e-3, mean_film.shape).astype(np.float32)
-        result.add("mean training film", {"effusion_auc": 0.5, "fd_aligned": frechet_distance(
+        result.add("mean training film", {"effusion_auc": 0.5, "fd_aligned": fid(
             _encoder_features(model, jitter), real_features)})
         if seed == 0:
             for value in score(made):

@@ -10,7 +10,7 @@ as the one closest in length to its hypothesis (``option="closest"``). ROUGE-L: 
 subsequence of the hypothesis and each reference gives precision and recall, the best over the references
 combined as F with beta = 1.2; the corpus score is their mean. CIDEr-D (pycocoevalcap's ``Cider``, the
 coco-caption variant) is added when pycocoevalcap is installed, and METEOR 1.5 (pycocoevalcap's ``Meteor``,
-which runs Java) when ``java`` is on PATH as well; otherwise those keys are absent.
+which starts a Java process, a few seconds) when ``java`` is on PATH as well; otherwise those keys are absent.
 
 :func:`corpus_bleu` is plain corpus BLEU without smoothing, as training logs it. Clinical efficacy: the
 project's labeler reads the findings of both reports (uncertain counts as present) and precision, recall and

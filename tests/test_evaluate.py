@@ -1,10 +1,13 @@
 """``medm2g evaluate``: every task on a small phantom world with the embedded model and its baselines."""
 
 import json
+import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import require_tool
+from PIL import Image
 
 from medm2g_core.data.cache import CacheConfig, build_cache
 from medm2g_core.errors import InputError
@@ -58,6 +61,22 @@ def test_translation_metrics_are_sane(world, cli, tmp_path):
     for method in summary.values():
         assert 5 < method["psnr"][0] < 60 and -1 < method["ssim"][0] <= 1 and method["mae_hu"][0] > 0
     assert summary["mean training slice"]["psnr"][1] == 0  # a baseline without randomness has no spread
+    assert summary["supervised UNet (L1)"]["psnr"][1] == 0
+
+
+def test_the_page_renders_in_a_headless_browser(world, cli, tmp_path):
+    chromium = require_tool("chromium")
+    out = tmp_path / "page"
+    result = cli("--quiet", "evaluate", "report", "--data", str(world / "cache"), "--out", str(out), "--split",
+                 "train+val+test", "--cases", "2", "--seeds", "1", "--steps", "2", env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.stderr
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=900,1200", (out / "index.html").as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (1200, 900)
+    strip = Image.open(out / "sample-0.png")  # the film tile is drawn where the page puts it: dark pixels appear
+    assert strip.width >= 128 and (pixels < 60).mean() > 0.01 and pixels.std() > 20
 
 
 def test_bad_requests_are_refused(world, cli, tmp_path):

@@ -49,6 +49,8 @@ def evaluate_command(
     guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
     sources: str = typer.Option("T2,FLAIR", "--sources", help="mri-synthesis: the source contrasts."),
     target: str = typer.Option("T1", "--target", help="mri-synthesis: the target contrast."),
+    baseline_steps: int = typer.Option(600, "--baseline-steps", help="Training steps of the supervised UNet "
+                                       "baseline of the translation tasks."),
 ) -> None:
     """Evaluate a model on one of the paper's tasks against baselines on the same cases; prints the table.
 
@@ -58,7 +60,7 @@ def evaluate_command(
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     options = EvalOptions(split, cases, seeds, SamplingConfig(steps=steps, guidance=guidance),
-                          tuple(s.strip() for s in sources.split(",")), target)
+                          tuple(s.strip() for s in sources.split(",")), target, baseline_steps)
     medm2g = open_model(model)
     cache = _cache(data, out, image_resolution(medm2g))
     manifest = read_manifest(cache.index["manifest"])

@@ -14,7 +14,7 @@ from medm2g_core.errors import InputError
 from medm2g_core.evaluation.tasks import EvalOptions, TaskResult
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
 
-FAST = ("--steps", "2", "--seeds", "2")
+FAST = ("--steps", "2", "--seeds", "2", "--baseline-steps", "20")
 
 
 @pytest.fixture(scope="module")

@@ -60,10 +60,11 @@ class EvalOptions:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     sources: tuple[str, ...] = ("T2", "FLAIR")  # mri-synthesis
     target: str = "T1"  # mri-synthesis
+    baseline_steps: int = 600  # training steps of the supervised UNet baseline
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise InputError("--seeds must be at least 1")
+        if self.seeds < 1 or self.baseline_steps < 1:
+            raise InputError("--seeds and --baseline-steps must be at least 1")
         if self.cases is not None and self.cases < 1:
             raise InputError("--cases must be at least 1")
         for contrast in (*self.sources, self.target):
@@ -168,7 +169,7 @@ def _translation(
     records = held_out(manifest, options.split, (*source_keys, target_key), options.cases)
     mean_slice = _mean_slice(cache, target_key, "phantom-brain" if target == "ct" else None)
     result = TaskResult(task, len(records))
-    net = train_regression(cache, source_keys, target_key, RegressionConfig())
+    net = train_regression(cache, source_keys, target_key, RegressionConfig(steps=options.baseline_steps))
     baselines: dict[str, dict[str, dict[str, float]]] = {MEAN_SLICE: {}, SUPERVISED: {}}
     for seed in range(options.seeds):
         per_seed = []

@@ -30,7 +30,7 @@ def markdown_table(result: TaskResult) -> str:
     for method, row in summary.items():
         cells = [f"{row[m][0]:.4g} +/- {row[m][1]:.2g}" if m in row else "" for m in metrics]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"- {html.escape(note)}" for note in result.notes]
+    lines += [""] + [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,11 @@ distribution plots), and a few samples (input, output, ground truth) for the fig
   Baselines: the most common training report (of the most common finding pattern) and the nearest training
   report in the aligned space.
 - ``text-to-image`` (Tables 3-4): report -> X-ray; effusion AUC of a classifier trained on real films, Frechet
-  distance in the aligned X-ray encoder's space against real held-out films. Baseline: the mean training film.
+  distance in the aligned X-ray encoder's space (a domain FD) against real held-out films. Baseline: the mean
+  training film.
+- ``xray-generation`` (Table 5): two films per held-out chest report; FID (Inception pool features) against the
+  real held-out films, and MS-SSIM between the two films of a report (diversity: lower is more diverse).
+  Reference rows: real training films (the FID floor) and the mean training film.
 """
 
 import json
@@ -29,7 +33,7 @@ from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import Manifest
 from medm2g_core.errors import InputError
 from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
-from medm2g_core.evaluation.image_metrics import fid, volume_psnr_ssim
+from medm2g_core.evaluation.image_metrics import fid, inception_features, ms_ssim, volume_psnr_ssim
 from medm2g_core.evaluation.labeler import binary_labels
 from medm2g_core.evaluation.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.io.load import read_volume
@@ -42,8 +46,10 @@ from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.slices import cut, uncut
 from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_volume
 
-TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image")
-PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4"}
+TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-generation")
+PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
+               "xray-generation": "Table 5"}
+DIVERSITY_SIDE = 192  # MS-SSIM's five scales need 176 pixels a side: films are upsampled for it
 MODEL = "MedM2G"
 MEAN_SLICE = "mean training slice"
 SUPERVISED = "supervised UNet (L1)"
@@ -336,7 +342,61 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
     return result
 
 
-RUNNERS = {"mri-to-ct": mri_to_ct, "mri-synthesis": mri_synthesis, "report": report, "text-to-image": text_to_image}
+def _unit(films: np.ndarray, side: int | None = None) -> np.ndarray:
+    """Films [N, R, R] in [-1, 1] -> [0, 1], optionally resized to ``side``."""
+    images = torch.from_numpy((np.clip(films, -1, 1) + 1) / 2).float()
+    if side is not None:
+        images = F.interpolate(images[:, None], size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    return images.numpy()
+
+
+def _diversity(a: np.ndarray, b: np.ndarray) -> float:
+    return ms_ssim(_unit(a, DIVERSITY_SIDE), _unit(b, DIVERSITY_SIDE), data_range=1.0)
+
+
+def xray_generation(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
+                    progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    records = [r for r in held_out(manifest, options.split, ("xray",), None, report=True)
+               if r.source == "phantom-chest" or "pleural_effusion" in r.labels][:options.cases]
+    if len(records) < 2:
+        raise InputError("xray-generation needs at least two held-out chest cases")
+    real = np.stack([_middle(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in records])
+    real_features = inception_features(_unit(real))
+    training = cache.stream("train", "xray")
+    chest = np.array([cache.index["cases"][c]["source"] == "phantom-chest" for c in training["case"]])
+    reference = training["images"][chest][:len(records) * 2]
+    result = TaskResult("xray-generation", len(records))
+    for seed in range(options.seeds):
+        pairs = []
+        for k in range(2):
+            seeds = [(seed * 2 + k) * 100_003 + i for i in range(len(records))]
+            pairs.append(np.concatenate([
+                generate_images(model, [r.report for r in records[i:i + 16]], GenerateOptions(
+                    ("xray",), sampling=options.sampling), seeds[i:i + 16])["xray"]
+                for i in range(0, len(records), 16)]))
+            if progress:
+                progress(seed * 2 + k + 1, options.seeds * 2)
+        made = np.concatenate(pairs)
+        result.add(MODEL, {"fid": fid(inception_features(_unit(made)), real_features),
+                           "ms_ssim": _diversity(pairs[0], pairs[1])})
+        if seed == 0:
+            half = len(reference) // 2
+            result.add("real training films", {"fid": fid(inception_features(_unit(reference)), real_features),
+                                               "ms_ssim": _diversity(reference[:half], reference[half:2 * half])})
+            mean_film = np.repeat(reference.mean(0, keepdims=True), len(made), 0)
+            mean_film = mean_film + np.random.default_rng(0).normal(0, 1e-3, mean_film.shape).astype(np.float32)
+            result.add("mean training film", {"fid": fid(inception_features(_unit(mean_film)), real_features),
+                                              "ms_ssim": 1.0})
+            result.samples += [Sample(records[k].id, {"output a": pairs[0][k], "output b": pairs[1][k],
+                                                      "truth": real[k]}) for k in range(min(SAMPLES, len(records)))]
+            for a, b in zip(pairs[0], pairs[1], strict=True):
+                result.add_case(MODEL, {"ms_ssim": _diversity(a[None], b[None])})
+    result.notes.append("the reference rows do not depend on the seed: computed once")
+    return result
+
+
+RUNNERS = {"mri-to-ct": mri_to_ct, "mri-synthesis": mri_synthesis, "report": report, "text-to-image": text_to_image,
+           "xray-generation": xray_generation}
 
 
 def evaluate(task: str, model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,

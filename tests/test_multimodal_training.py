@@ -31,7 +31,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def world(tmp_path_factory) -> Path:
     """28 phantom cases (seed 6: val holds 4 chest and 2 brain cases) and every single-modal stage, micro-sized."""
     root = tmp_path_factory.mktemp("multimodal")
-    prepare_phantom(root / "phantom", PhantomConfig(cases=28, seed=6, brain_slices=6, xray_pixels=64), workers=1)
+    # Without skull films: the guidance margins asserted below were measured on chest films alone (a skull film
+    # says little about its report, which dilutes the micro recipe's text-X-ray margin to noise).
+    prepare_phantom(root / "phantom", PhantomConfig(cases=28, seed=6, brain_slices=6, xray_pixels=64, brain_xray=False),
+                    workers=1)
     build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
     model = None
 

@@ -82,7 +82,7 @@ def test_bad_recipe_key_is_one_line_exit_2(world, cli, tmp_path):
 
 def test_data_without_the_modality(world, cli, tmp_path):
     brain_only = tmp_path / "brain"
-    prepare_phantom(brain_only, PhantomConfig(cases=2, tasks=("brain",), brain_slices=6), workers=1)
+    prepare_phantom(brain_only, PhantomConfig(cases=2, tasks=("brain",), brain_slices=6, brain_xray=False), workers=1)
     result = cli("train", "vae", "--modality", "xray", "--recipe", "micro", "--data", str(brain_only),
                  "--out", str(tmp_path / "run"))
     assert result.exit_code == 2

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from medm2g_cli import console
-from medm2g_cli.generation import GUIDANCE_HELP, MODEL_HELP, open_model
+from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, open_model
 from medm2g_core.errors import InputError
 from medm2g_core.sampling.demo import run_demo
 from medm2g_core.sampling.diffusion import SamplingConfig
@@ -13,9 +13,9 @@ from medm2g_core.sampling.diffusion import SamplingConfig
 
 def demo(
     out: Path = typer.Option(Path("medm2g-demo"), "--out", "-o", help="Folder for the outputs and index.html."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    steps: int = typer.Option(50, "--steps", help="Denoising steps (the paper: 50)."),
-    guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
+    model: str | None = MODEL_OPTION,
+    steps: int = STEPS_OPTION,
+    guidance: float = GUIDANCE_OPTION,
     seed: int = typer.Option(0, "--seed", help="Random seed of the generation."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing --out."),
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from medm2g_cli import console
-from medm2g_cli.generation import GUIDANCE_HELP, MODEL_HELP, open_model
+from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, open_model
 from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
 from medm2g_core.data.manifest import read_manifest
 from medm2g_core.errors import InputError
@@ -41,12 +41,12 @@ def evaluate_command(
     data: Path = typer.Option(..., "--data", help="A manifest (or its folder) or a cache of it; held-out cases are "
                               "evaluated, the train split feeds the baselines."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.json, results.md and index.html."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    model: str | None = MODEL_OPTION,
     split: str = typer.Option("test", "--split", help="Cases to evaluate: a split or several joined by + ."),
     cases: int | None = typer.Option(None, "--cases", help="At most this many cases."),
     seeds: int = typer.Option(3, "--seeds", help="Runs with seeds 0..N-1; tables show mean +/- std over them."),
-    steps: int = typer.Option(50, "--steps", help="Denoising steps (the paper: 50)."),
-    guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
+    steps: int = STEPS_OPTION,
+    guidance: float = GUIDANCE_OPTION,
     sources: str = typer.Option("T2,FLAIR", "--sources", help="mri-synthesis: the source contrasts."),
     target: str = typer.Option("T1", "--target", help="mri-synthesis: the target contrast."),
     baseline_steps: int = typer.Option(600, "--baseline-steps", help="Training steps of the supervised UNet "

@@ -31,6 +31,12 @@ ETA_HELP = "DDIM eta: 1 as stochastic as DDPM (the paper), 0 deterministic given
 GUIDANCE_HELP = "Classifier-free guidance scale (the paper: 2.0; 1 = none)."
 SCHEDULER_HELP = f"Sampler: {', '.join(SCHEDULERS)} (diffusers schedulers on the model's noise schedule)."
 SEED_HELP = "Random seed: the same seed and inputs give the same output."
+# Options every generating command shares (typer reads these objects as defaults; one definition, one help text).
+MODEL_OPTION = typer.Option(None, "--model", help=MODEL_HELP)
+STEPS_OPTION = typer.Option(50, "--steps", help=STEPS_HELP)
+ETA_OPTION = typer.Option(1.0, "--eta", help=ETA_HELP)
+GUIDANCE_OPTION = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP)
+SCHEDULER_OPTION = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP)
 FORMATS = ("nifti", "dicom", "png")
 
 
@@ -66,11 +72,11 @@ def translate(
     reference: Path | None = typer.Option(None, "--reference", help="Ground truth on the input grid: print PSNR/SSIM."),
     modality: str | None = typer.Option(None, "--modality", help="CT, MR or XRAY, for inputs whose file does not "
                                         "say (NIfTI, PNG); otherwise guessed from the values."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    steps: int = typer.Option(50, "--steps", help=STEPS_HELP),
-    eta: float = typer.Option(1.0, "--eta", help=ETA_HELP),
-    guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
-    scheduler: str = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP),
+    model: str | None = MODEL_OPTION,
+    steps: int = STEPS_OPTION,
+    eta: float = ETA_OPTION,
+    guidance: float = GUIDANCE_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     batch_size: int = typer.Option(32, "--batch-size", help="Slices denoised at once."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Also write OUT.png (a montage)."),
@@ -115,11 +121,11 @@ def report(
                                     "model, seed)."),
     n: int = typer.Option(1, "--n", help="Reports to write (seeds SEED, SEED+1, ...)."),
     modality: str | None = typer.Option(None, "--modality", help="CT, MR or XRAY when the file does not say."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    steps: int = typer.Option(50, "--steps", help=STEPS_HELP),
-    eta: float = typer.Option(1.0, "--eta", help=ETA_HELP),
-    guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
-    scheduler: str = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP),
+    model: str | None = MODEL_OPTION,
+    steps: int = STEPS_OPTION,
+    eta: float = ETA_OPTION,
+    guidance: float = GUIDANCE_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     beams: int = typer.Option(1, "--beams", help="Beam search width of the text decoder (1: greedy)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
@@ -176,11 +182,11 @@ def generate(
         False, "--separate", help="Several modalities: each from the text alone, not jointly."),
     out: Path = typer.Option(Path("medm2g-generated"), "--out", "-o", help="Output folder."),
     fmt: str = typer.Option("nifti", "--format", help="nifti, dicom (a series folder per image) or png."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    steps: int = typer.Option(50, "--steps", help=STEPS_HELP),
-    eta: float = typer.Option(1.0, "--eta", help=ETA_HELP),
-    guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
-    scheduler: str = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP),
+    model: str | None = MODEL_OPTION,
+    steps: int = STEPS_OPTION,
+    eta: float = ETA_OPTION,
+    guidance: float = GUIDANCE_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing --out."),
 ) -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 import typer
 
 from medm2g_cli import console
-from medm2g_cli.generation import ETA_HELP, GUIDANCE_HELP, MODEL_HELP, SCHEDULER_HELP, STEPS_HELP, sampling_config
+from medm2g_cli.generation import (
+    ETA_OPTION,
+    GUIDANCE_OPTION,
+    MODEL_OPTION,
+    SCHEDULER_OPTION,
+    STEPS_OPTION,
+    sampling_config,
+)
 from medm2g_core.errors import InputError
 from medm2g_core.hub import load_model
 from medm2g_core.sampling.dataset import (
@@ -32,11 +39,11 @@ def synthesize_dataset(
                                    "text (the report), comma-separated."),
     contrast: str = typer.Option("T1", "--contrast", help="MRI contrast of the cases."),
     batch_size: int = typer.Option(8, "--batch-size", help="Cases generated at once on the device."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    steps: int = typer.Option(50, "--steps", help=STEPS_HELP),
-    eta: float = typer.Option(1.0, "--eta", help=ETA_HELP),
-    guidance: float = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP),
-    scheduler: str = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP),
+    model: str | None = MODEL_OPTION,
+    steps: int = STEPS_OPTION,
+    eta: float = ETA_OPTION,
+    guidance: float = GUIDANCE_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help="Base seed: case i uses seed*100003+i, so any case can be remade."),
     resume: bool = typer.Option(False, "--resume", help="Keep the finished cases of an interrupted run."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON line per finished case."),

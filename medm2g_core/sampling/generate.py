@@ -29,7 +29,7 @@ from medm2g_core.sampling.guides import (
     text_guide,
 )
 from medm2g_core.sampling.routes import follow, latent_shape
-from medm2g_core.sampling.translate import SEED_STRIDE
+from medm2g_core.sampling.translate import SEED_STRIDE, radiograph_affine
 
 NOMINAL_FOV_MM = {"xray": 430.0, "ct": 256.0, "mri": 256.0}  # generated slices carry no patient geometry
 
@@ -125,7 +125,7 @@ def as_volume(image: np.ndarray, modality: str, contrast: str, provenance: dict[
     description = f"SYNTHETIC {contrast if modality == 'mri' else modality.upper()} from text by medm2g"
     meta = SourceMeta(format="synthetic", series_description=description, notes=[f"prompt: {prompt[:200]}"])
     if modality == "xray":
-        affine = np.array([[-pixel, 0, 0, 0], [0, 0, -1, 0], [0, -pixel, 0, 0], [0, 0, 0, 1]], dtype=float)
+        affine = radiograph_affine(pixel)
         meta.photometric_interpretation = "MONOCHROME2"
         return Volume((data + 1.0) / 2.0, affine, "XRAY", "a.u.", meta=meta, synthetic=True, provenance=provenance)
     affine = np.diag([pixel, pixel, pixel, 1.0])  # the canonical (RAS) axial slice the model was trained on

@@ -166,11 +166,15 @@ def _on_grid(images: np.ndarray, stack: SliceStack, sources: list[Volume], model
                   provenance=provenance(model, options.sampling, options.seed))
 
 
+def radiograph_affine(pixel_mm: float) -> np.ndarray:
+    """RAS+ affine of a frontal film: columns toward the patient's left, rows toward the feet (as the DRR's)."""
+    return np.array([[-pixel_mm, 0, 0, 0], [0, 0, -1, 0], [0, -pixel_mm, 0, 0], [0, 0, 0, 1]], dtype=float)
+
+
 def _radiograph(image: np.ndarray, first: Volume, model: MedM2G, options: TranslateOptions) -> Volume:
     """A generated frontal radiograph [R, R] in [-1, 1] as a 2D Volume in [0, 1], columns toward the patient's left,
     rows toward the feet, on a nominal detector (the model's X-rays are detector-sized, not the input's grid)."""
-    pixel = DETECTOR_SIZE_MM / image.shape[0]
-    affine = np.array([[-pixel, 0, 0, 0], [0, 0, -1, 0], [0, -pixel, 0, 0], [0, 0, 0, 1]], dtype=float)
+    affine = radiograph_affine(DETECTOR_SIZE_MM / image.shape[0])
     meta = _meta(first, f"SYNTHETIC X-ray from {first.modality} by medm2g", first.meta.body_part)
     meta = replace(meta, photometric_interpretation="MONOCHROME2")
     return Volume(data=((image.T + 1.0) / 2.0)[:, :, None], affine=affine, modality="XRAY", units="a.u.",

@@ -90,6 +90,8 @@ def align(
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
     vi: bool | None = typer.Option(None, "--vi/--no-vi", help="Visual invariant (Barlow Twins) term; default: the "
                                    "recipe's [ablation] vi."),
+    ca: bool | None = typer.Option(None, "--ca/--no-ca", help="Central alignment (InfoNCE) terms; default: the "
+                                   "recipe's [ablation] ca. With --no-ca --no-vi the encoders are exported as built."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP),
 ) -> None:
@@ -101,7 +103,7 @@ def align(
 
     Example: `medm2g train align --data data/phantom --model runs/ldm-text/model --out runs/align`
     """
-    result = train_align(_stage_run(recipe, data, out, model, resume, steps), vi)
+    result = train_align(_stage_run(recipe, data, out, model, resume, steps), vi, ca)
     _report(result, out)
 
 
@@ -117,6 +119,8 @@ def cross(
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP + " (per round)"),
+    lcag: bool | None = typer.Option(None, "--lcag/--no-lcag", help="Latent cross-guided alignment: V_B reads the "
+                                     "guide's noisy latent z_t^B besides f_B; default: the recipe's [ablation] lcag."),
 ) -> None:
     """Latent cross-guided training (paper 3.4-3.5): context encoders and cross-attention, one multi-flow round
     at a time; everything else stays frozen.
@@ -130,9 +134,9 @@ def cross(
         raise InputError("give exactly one of --round R or --all")
     run = _stage_run(recipe, data, out, model, resume, steps)
     if all_rounds:
-        results = train_cross_all(run)
+        results = train_cross_all(run, lcag)
         console.say(f"{len(results)} rounds, {sum(r.steps for r in results)} steps in "
                     f"{sum(r.wall_s for r in results):.0f} s")
         typer.echo(str(out / "model"))
         return
-    _report(train_cross(run, round_name), out)
+    _report(train_cross(run, round_name, lcag), out)

@@ -102,7 +102,17 @@ def _exported(folder: Path) -> dict[str, object]:
     return {sub.name: load_exported(sub) for sub in sorted(p for p in folder.iterdir() if p.is_dir())}
 
 
-def run_stage(run: StageRun, stage: Stage, optim: OptimConfig, base: MedM2G) -> TrainResult:
+def stage_info(stage: Stage, result: TrainResult, switches: dict[str, bool] | None = None) -> dict:
+    """What the model's ``info["stage:NAME"]`` keeps of a stage: steps, the parameters it trained, its time per
+    epoch on the machine that trained it, and the ablation switches it ran with (Table 7's last columns)."""
+    info: dict = {"steps": result.steps, "trained_parameters": sum(p.numel() for p in stage.trainable())}
+    if result.steps_per_s > 0:
+        info["seconds_per_epoch"] = round(result.epoch_steps / result.steps_per_s, 3)
+    return info | (switches or {})
+
+
+def run_stage(run: StageRun, stage: Stage, optim: OptimConfig, base: MedM2G,
+              switches: dict[str, bool] | None = None) -> TrainResult:
     """Train ``stage`` and write ``RUN/model``: ``base`` plus the exported component(s) and the scheduler.
     A stage with nothing to train (an ablation that switches its losses off) is exported as built."""
     optim = _optim(run, optim)
@@ -116,7 +126,7 @@ def run_stage(run: StageRun, stage: Stage, optim: OptimConfig, base: MedM2G) -> 
     for name, component in _exported(run.out / "model").items():
         model = model.with_component(name, component)
     model = model.with_component("scheduler", make_train_scheduler(run.recipe.diffusion))
-    model.info = {**model.info, "recipe": run.recipe.name, f"stage:{stage.name}": {"steps": result.steps}}
+    model.info = {**model.info, "recipe": run.recipe.name, f"stage:{stage.name}": stage_info(stage, result, switches)}
     model.save_pretrained(run.out / "model", overwrite=True)
     write_run_record(run, stage.name, optim, result)
     return result
@@ -196,35 +206,38 @@ def train_ldm(run: StageRun, modality: str) -> TrainResult:
     return run_stage(run, stage, section.optim, base)
 
 
-def train_align(run: StageRun, vi: bool | None = None) -> TrainResult:
-    """``medm2g train align``: the prompt encoders, aligned around text (CA) with the visual invariant (VI)."""
+def train_align(run: StageRun, vi: bool | None = None, ca: bool | None = None) -> TrainResult:
+    """``medm2g train align``: the prompt encoders, aligned around text (CA) with the visual invariant (VI);
+    ``ca``/``vi`` override the recipe's ``[ablation]`` switches."""
     from medm2g_core.training.align_stage import AlignStage
 
     base = load_base(run, ("text_vae",))
     section, ablation = run.recipe.align, run.recipe.ablation
-    stage = AlignStage(open_cache(run), base["text_vae"], section, ca=ablation.ca,
-                       vi=ablation.vi if vi is None else vi, seed=section.optim.seed)
-    return run_stage(run, stage, section.optim, base)
+    switches = {"ca": ablation.ca if ca is None else ca, "vi": ablation.vi if vi is None else vi}
+    stage = AlignStage(open_cache(run), base["text_vae"], section, **switches, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base, switches)
 
 
-def train_cross(run: StageRun, round_name: str) -> TrainResult:
-    """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``."""
+def train_cross(run: StageRun, round_name: str, lcag: bool | None = None) -> TrainResult:
+    """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``;
+    ``lcag`` overrides the recipe's ``[ablation]`` switch."""
     from medm2g_core.training.cross_stage import CrossStage, required_components
 
     base = load_base(run, required_components(round_name))  # before the cache is built: bad input writes nothing
     section = run.recipe.cross
-    stage = CrossStage(open_cache(run), base, round_name, section, run.recipe.diffusion,
-                       lcag=run.recipe.ablation.lcag, seed=section.optim.seed)
-    return run_stage(run, stage, section.optim, base)
+    switches = {"lcag": run.recipe.ablation.lcag if lcag is None else lcag}
+    stage = CrossStage(open_cache(run), base, round_name, section, run.recipe.diffusion, **switches,
+                       seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base, switches)
 
 
-def train_cross_all(run: StageRun) -> list[TrainResult]:
+def train_cross_all(run: StageRun, lcag: bool | None = None) -> list[TrainResult]:
     """``medm2g train cross --all``: the recipe's rounds in order, each in ``RUN/<round>`` on the previous model;
     ``RUN/model`` is the final model."""
     results, model = [], run.base_model
     for round_name in run.recipe.cross.rounds:
         step = replace(run, out=run.out / round_name, base_model=model)
-        results.append(train_cross(step, round_name))
+        results.append(train_cross(step, round_name, lcag))
         model = step.out / "model"
     final = MedM2G.from_pretrained(model)
     final.save_pretrained(run.out / "model", overwrite=True)

@@ -76,6 +76,7 @@ class TrainResult:
     run_dir: Path
     wall_s: float
     steps_per_s: float  # optimiser steps of this call per wall-clock second
+    epoch_steps: float = 0.0  # optimiser steps in one pass over the training set (all processes together)
 
 
 def train(
@@ -102,7 +103,8 @@ def train(
         run.loop(on_step)
         run.finish()
     wall = time.perf_counter() - started
-    return TrainResult(run.step, run.last_metrics, run.run_dir, wall, (run.step - first) / wall)
+    epoch = len(stage.dataset("train")) / (config.batch_size * config.grad_accum * run.acc.num_processes)
+    return TrainResult(run.step, run.last_metrics, run.run_dir, wall, (run.step - first) / wall, epoch)
 
 
 def _check_config(config: OptimConfig) -> None:

@@ -11,8 +11,10 @@ from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, o
 from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
 from medm2g_core.data.manifest import read_manifest
 from medm2g_core.errors import InputError
+from medm2g_core.evaluation.ablation import ablation
 from medm2g_core.evaluation.results_page import markdown_table, write_results
 from medm2g_core.evaluation.tasks import TASKS, EvalOptions, evaluate
+from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.sampling.diffusion import SamplingConfig
 from medm2g_core.sampling.guides import image_resolution
 
@@ -36,8 +38,28 @@ def _cache(data: Path, out: Path, resolution: int) -> Cache:
     return cache
 
 
+ALL_TASKS = (*TASKS, "ablation")
+
+
+def _variants(specs: list[str], model: str | None) -> dict[str, MedM2G]:
+    """``--variant NAME=MODEL`` options as name -> loaded model, in the order given."""
+    if model is not None:
+        raise InputError("ablation compares --variant NAME=MODEL options; --model is for the other tasks")
+    variants = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise InputError(f"--variant {spec!r}: write NAME=MODEL (a folder, imported name or Hub id)")
+        if name.strip() in variants:
+            raise InputError(f"--variant {name.strip()!r} is given twice")
+        variants[name.strip()] = open_model(folder.strip())
+    if len(variants) < 2:
+        raise InputError("ablation needs at least two --variant NAME=MODEL options (the first is the reference row)")
+    return variants
+
+
 def evaluate_command(
-    task: str = typer.Argument(..., help=f"One of {', '.join(TASKS)}."),
+    task: str = typer.Argument(..., help=f"One of {', '.join(ALL_TASKS)}."),
     data: Path = typer.Option(..., "--data", help="A manifest (or its folder) or a cache of it; held-out cases are "
                               "evaluated, the train split feeds the baselines."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.json, results.md and index.html."),
@@ -51,21 +73,35 @@ def evaluate_command(
     target: str = typer.Option("T1", "--target", help="mri-synthesis: the target contrast."),
     baseline_steps: int = typer.Option(600, "--baseline-steps", help="Training steps of the supervised UNet "
                                        "baseline of the translation tasks."),
+    variant: list[str] = typer.Option([], "--variant", help="ablation: NAME=MODEL, repeated; the variants trained with "
+                                      "the CA/LCAG/VI switches (`medm2g train align --no-ca`, `train cross "
+                                      "--no-lcag`, ...). The first is the reference of the added parameters."),
 ) -> None:
     """Evaluate a model on one of the paper's tasks against baselines on the same cases; prints the table.
 
+    `ablation` (Table 7) scores several variants of a model, all trained on the same budget with different
+    CA/LCAG/VI switches, on the same cases and seeds: report BLEU/ROUGE-L, report -> X-ray effusion AUC and FID,
+    T2 + T1 -> PD and T2 -> CT PSNR/SSIM, with each variant's switches, time per epoch and added parameters as its
+    training recorded them.
+
     Examples: `medm2g evaluate mri-to-ct --data data/phantom --out eval/mri-to-ct`,
-    `medm2g evaluate report --data data/c64 --split val+test --seeds 3 --out eval/report`.
+    `medm2g evaluate report --data data/c64 --split val+test --seeds 3 --out eval/report`,
+    `medm2g evaluate ablation --variant LDM=runs/ldm/model --variant full=runs/cross/model --data cache --out eval/t7`.
     """
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    if task not in ALL_TASKS:
+        raise InputError(f"unknown task {task!r}; tasks: {', '.join(ALL_TASKS)}")
+    if variant and task != "ablation":
+        raise InputError("--variant is for the ablation task; the other tasks take one --model")
     options = EvalOptions(split, cases, seeds, SamplingConfig(steps=steps, guidance=guidance),
                           tuple(s.strip() for s in sources.split(",")), target, baseline_steps)
-    medm2g = open_model(model)
-    cache = _cache(data, out, image_resolution(medm2g))
+    variants = _variants(variant, model) if task == "ablation" else {"model": open_model(model)}
+    cache = _cache(data, out, image_resolution(next(iter(variants.values()))))
     manifest = read_manifest(cache.index["manifest"])
     with console.progress(f"evaluate {task}") as update:
-        result = evaluate(task, medm2g, manifest, cache, options, update)
+        if task == "ablation":
+            result = ablation(variants, manifest, cache, options, update)
+        else:
+            result = evaluate(task, variants["model"], manifest, cache, options, update)
     page = write_results(result, out, "medm2g " + shlex.join(sys.argv[1:]))
     typer.echo(markdown_table(result))
     console.say(f"wrote {page}")

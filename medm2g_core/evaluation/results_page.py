@@ -20,15 +20,22 @@ PLOT_SIZE = (420, 60)
 COLOURS = [(90, 170, 255), (255, 150, 80), (120, 220, 120), (230, 100, 160)]
 
 
+def _headers(result: TaskResult) -> tuple[list[str], list[str]]:
+    """(fixed columns, metrics), each in the order the task wrote them."""
+    fixed = list(dict.fromkeys(c for row in result.columns.values() for c in row))
+    return fixed, list(dict.fromkeys(m for row in result.seeds.values() for m in row))
+
+
 def markdown_table(result: TaskResult) -> str:
     """Methods as rows, metrics as columns, mean +/- std over seeds (as the paper's tables)."""
     summary = result.summary()
-    metrics = sorted({m for row in summary.values() for m in row})
+    fixed, metrics = _headers(result)
     lines = [f"**{result.task}** ({PAPER_TABLE[result.task]}-shaped; {result.cases} cases, "
              f"{len(next(iter(result.seeds.values()))[metrics[0]])} seeds, mean +/- std over seeds)", "",
-             "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+             "| method | " + " | ".join(fixed + metrics) + " |", "|---" * (len(fixed) + len(metrics) + 1) + "|"]
     for method, row in summary.items():
-        cells = [f"{row[m][0]:.4g} +/- {row[m][1]:.2g}" if m in row else "" for m in metrics]
+        cells = [result.columns.get(method, {}).get(c, "") for c in fixed]
+        cells += [f"{row[m][0]:.4g} +/- {row[m][1]:.2g}" if m in row else "" for m in metrics]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
@@ -91,7 +98,7 @@ def write_results(result: TaskResult, out: Path, command: str) -> Path:
     table = markdown_table(result)
     write_text(out / "results.md", f"# {result.task}\n\nCommand: `{command}`\n\n{table}", overwrite=True)
     grids = [_save_png(sample_row(s), out / f"sample-{n}.png") for n, s in enumerate(result.samples)]
-    metrics = sorted({m for values in result.per_case.values() for m in values})
+    metrics = list(dict.fromkeys(m for values in result.per_case.values() for m in values))
     plots = [(m, _save_png(strip_plot({method: v[m] for method, v in result.per_case.items() if m in v}),
                            out / f"per-case-{m}.png")) for m in metrics]
     return write_text(out / "index.html", _page(result, table, grids, plots, command), overwrite=True)
@@ -99,9 +106,10 @@ def write_results(result: TaskResult, out: Path, command: str) -> Path:
 
 def _page(result: TaskResult, table: str, grids: list[str], plots: list[tuple[str, str]], command: str) -> str:
     summary = result.summary()
-    metrics = sorted({m for row in summary.values() for m in row})
-    header = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    fixed, metrics = _headers(result)
+    header = "".join(f"<th>{html.escape(m)}</th>" for m in fixed + metrics)
     rows = "".join("<tr><th>" + html.escape(method) + "</th>" + "".join(
+        f"<td>{html.escape(result.columns.get(method, {}).get(c, ''))}</td>" for c in fixed) + "".join(
         f"<td>{row[m][0]:.4g} &plusmn; {row[m][1]:.2g}</td>" if m in row else "<td></td>" for m in metrics)
         + "</tr>" for method, row in summary.items())
     parts = [

@@ -48,7 +48,7 @@ from medm2g_core.sampling.translate import TranslateOptions, output_mapping, tra
 
 TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-generation")
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
-               "xray-generation": "Table 5"}
+               "xray-generation": "Table 5", "ablation": "Table 7"}
 DIVERSITY_SIDE = 192  # MS-SSIM's five scales need 176 pixels a side: films are upsampled for it
 MODEL = "MedM2G"
 MEAN_SLICE = "mean training slice"
@@ -94,6 +94,7 @@ class TaskResult:
     per_case: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method -> metric -> per case
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> fixed column -> text (Table 7)
 
     def add(self, method: str, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -110,7 +111,8 @@ class TaskResult:
 
     def as_json(self) -> dict:
         return {"task": self.task, "paper_table": PAPER_TABLE[self.task], "cases": self.cases,
-                "seeds": self.seeds, "summary": self.summary(), "per_case": self.per_case, "notes": self.notes}
+                "seeds": self.seeds, "summary": self.summary(), "per_case": self.per_case, "notes": self.notes,
+                "columns": self.columns}
 
 
 def held_out(manifest: Manifest, split: str, keys: tuple[str, ...], limit: int | None, report: bool = False) -> list:
@@ -139,7 +141,7 @@ def _flat(volume: Volume, mean_slice: np.ndarray, target: str, sources: list[Vol
     return volume.with_data(data, modality="CT" if target == "ct" else "MR", units="HU" if target == "ct" else "a.u.")
 
 
-def _middle(volume: Volume, resolution: int = 64) -> np.ndarray:
+def middle_slice(volume: Volume, resolution: int = 64) -> np.ndarray:
     """The middle foreground slice of a volume (a film: itself) as the model sees it, [R, R] in [-1, 1]."""
     stack = cut(volume, resolution)
     return stack.images[len(stack.kept) // 2]
@@ -159,7 +161,7 @@ def _regressed(net, sources: list[Volume], target: str) -> Volume:
                                 units="HU" if target == "ct" else "a.u.")
 
 
-def _image_scores(made: Volume, truth: Volume) -> dict[str, float]:
+def image_scores(made: Volume, truth: Volume) -> dict[str, float]:
     scores = volume_psnr_ssim(made, truth)
     if truth.modality == "CT":
         scores["mae_hu"] = float(np.abs(made.data - truth.data).mean())
@@ -183,17 +185,17 @@ def _translation(
             sources = [read_volume(manifest.image_path(record, k)) for k in source_keys]
             truth = read_volume(manifest.image_path(record, target_key))
             made = translate_volume(model, sources, TranslateOptions(target, contrast, options.sampling, seed))
-            scores = _image_scores(made, truth)
+            scores = image_scores(made, truth)
             per_seed.append(scores)
             if seed == 0:
                 result.add_case(MODEL, scores)
-                baselines[MEAN_SLICE][record.id] = _image_scores(_flat(sources[0], mean_slice, target, sources), truth)
-                baselines[SUPERVISED][record.id] = _image_scores(_regressed(net, sources, target), truth)
+                baselines[MEAN_SLICE][record.id] = image_scores(_flat(sources[0], mean_slice, target, sources), truth)
+                baselines[SUPERVISED][record.id] = image_scores(_regressed(net, sources, target), truth)
                 for method, values in baselines.items():
                     result.add_case(method, values[record.id])
                 if number < SAMPLES:
                     result.samples.append(Sample(record.id, {
-                        "input": _middle(sources[0]), "output": _middle(made), "truth": _middle(truth)}))
+                        "input": middle_slice(sources[0]), "output": middle_slice(made), "truth": middle_slice(truth)}))
             if progress:
                 progress(seed * len(records) + number + 1, options.seeds * len(records))
         result.add(MODEL, {k: np.mean([s[k] for s in per_seed]) for k in per_seed[0]})
@@ -225,7 +227,7 @@ def most_common_report(cache: Cache) -> str:
     return Counter(r for r in train if json.dumps(binary_labels(r), sort_keys=True) == pattern).most_common(1)[0][0]
 
 
-def _text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+def text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """pycocoevalcap's BLEU-1..4 and ROUGE-L (CIDEr, METEOR when available) and the findings' F1."""
     findings = finding_scores(hypotheses, references)
     return coco_scores(hypotheses, references) | {"f1_micro": findings["f1_micro"], "f1_macro": findings["f1_macro"]}
@@ -239,26 +241,26 @@ def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions
     constant = [most_common_report(cache)] * len(records)
     films = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in records]
     training_reports = [c["report"] for c in cache.index["cases"] if c["split"] == "train" and c.get("report")]
-    nearest = nearest_report(model, np.stack([_middle(f, cache.resolution) for f in films]), training_reports)
+    nearest = nearest_report(model, np.stack([middle_slice(f, cache.resolution) for f in films]), training_reports)
     for seed in range(options.seeds):
         made = []
         for number, film in enumerate(films):
             made.append(write_report(model, film, ReportOptions(options.sampling, seed))[0].text)
             if progress:
                 progress(seed * len(films) + number + 1, options.seeds * len(films))
-        result.add(MODEL, _text_scores(made, truth))
-        result.add("most common training report", _text_scores(constant, truth))
-        result.add(NEAREST, _text_scores(nearest, truth))
+        result.add(MODEL, text_scores(made, truth))
+        result.add("most common training report", text_scores(constant, truth))
+        result.add(NEAREST, text_scores(nearest, truth))
         if seed == 0:
             for hypothesis, reference in zip(made, truth, strict=True):
                 result.add_case(MODEL, {"rouge_l": rouge_l([hypothesis], [reference])})
             result.notes += [f"{records[k].id}: {made[k]}" for k in range(min(SAMPLES, len(made)))]
-            result.samples += [Sample(records[k].id, {"input": _middle(films[k])}) for k in range(min(SAMPLES,
+            result.samples += [Sample(records[k].id, {"input": middle_slice(films[k])}) for k in range(min(SAMPLES,
                                                                                                        len(films)))]
     return result
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U, ties counted half); NaN without both classes."""
     positive, negative = scores[labels == 1], scores[labels == 0]
     if not len(positive) or not len(negative):
@@ -313,12 +315,12 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
     if not records:
         raise InputError(f"no {options.split} chest case with an effusion label")
     score = effusion_classifier(cache)
-    real = np.stack([_middle(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in records])
+    real = np.stack([middle_slice(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in records])
     labels = np.array([r.labels["pleural_effusion"] for r in records])
     real_features = _encoder_features(model, real)
     mean_film = np.repeat(_mean_slice(cache, "xray", "phantom-chest")[None], len(records), 0)
     result = TaskResult("text-to-image", len(records))
-    result.notes.append(f"effusion judge AUC on the real held-out films: {_auc(score(real), labels):.3f}")
+    result.notes.append(f"effusion judge AUC on the real held-out films: {auc(score(real), labels):.3f}")
     for seed in range(options.seeds):
         made = []
         for start in range(0, len(records), 16):
@@ -329,7 +331,7 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
             if progress:
                 progress(seed * len(records) + start + len(chunk), options.seeds * len(records))
         made = np.concatenate(made)
-        result.add(MODEL, {"effusion_auc": _auc(score(made), labels),
+        result.add(MODEL, {"effusion_auc": auc(score(made), labels),
                            "fd_aligned": fid(_encoder_features(model, made), real_features)})
         jitter = mean_film + np.random.default_rng(seed).normal(0, 1e-3, mean_film.shape).astype(np.float32)
         result.add("mean training film", {"effusion_auc": 0.5, "fd_aligned": fid(
@@ -342,7 +344,7 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
     return result
 
 
-def _unit(films: np.ndarray, side: int | None = None) -> np.ndarray:
+def unit_range(films: np.ndarray, side: int | None = None) -> np.ndarray:
     """Films [N, R, R] in [-1, 1] -> [0, 1], optionally resized to ``side``."""
     images = torch.from_numpy((np.clip(films, -1, 1) + 1) / 2).float()
     if side is not None:
@@ -351,7 +353,7 @@ def _unit(films: np.ndarray, side: int | None = None) -> np.ndarray:
 
 
 def _diversity(a: np.ndarray, b: np.ndarray) -> float:
-    return ms_ssim(_unit(a, DIVERSITY_SIDE), _unit(b, DIVERSITY_SIDE), data_range=1.0)
+    return ms_ssim(unit_range(a, DIVERSITY_SIDE), unit_range(b, DIVERSITY_SIDE), data_range=1.0)
 
 
 def xray_generation(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
@@ -360,8 +362,8 @@ def xray_generation(model: MedM2G, manifest: Manifest, cache: Cache, options: Ev
                if r.source == "phantom-chest" or "pleural_effusion" in r.labels][:options.cases]
     if len(records) < 2:
         raise InputError("xray-generation needs at least two held-out chest cases")
-    real = np.stack([_middle(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in records])
-    real_features = inception_features(_unit(real))
+    real = np.stack([middle_slice(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in records])
+    real_features = inception_features(unit_range(real))
     training = cache.stream("train", "xray")
     chest = np.array([cache.index["cases"][c]["source"] == "phantom-chest" for c in training["case"]])
     reference = training["images"][chest][:len(records) * 2]
@@ -377,15 +379,15 @@ def xray_generation(model: MedM2G, manifest: Manifest, cache: Cache, options: Ev
             if progress:
                 progress(seed * 2 + k + 1, options.seeds * 2)
         made = np.concatenate(pairs)
-        result.add(MODEL, {"fid": fid(inception_features(_unit(made)), real_features),
+        result.add(MODEL, {"fid": fid(inception_features(unit_range(made)), real_features),
                            "ms_ssim": _diversity(pairs[0], pairs[1])})
         if seed == 0:
             half = len(reference) // 2
-            result.add("real training films", {"fid": fid(inception_features(_unit(reference)), real_features),
+            result.add("real training films", {"fid": fid(inception_features(unit_range(reference)), real_features),
                                                "ms_ssim": _diversity(reference[:half], reference[half:2 * half])})
             mean_film = np.repeat(reference.mean(0, keepdims=True), len(made), 0)
             mean_film = mean_film + np.random.default_rng(0).normal(0, 1e-3, mean_film.shape).astype(np.float32)
-            result.add("mean training film", {"fid": fid(inception_features(_unit(mean_film)), real_features),
+            result.add("mean training film", {"fid": fid(inception_features(unit_range(mean_film)), real_features),
                                               "ms_ssim": 1.0})
             result.samples += [Sample(records[k].id, {"output a": pairs[0][k], "output b": pairs[1][k],
                                                       "truth": real[k]}) for k in range(min(SAMPLES, len(records)))]

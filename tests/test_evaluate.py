@@ -60,6 +60,7 @@ def test_translation_metrics_are_sane(world, cli, tmp_path):
     summary = json.loads((out / "results.json").read_text())["summary"]
     for method in summary.values():
         assert 5 < method["psnr"][0] < 60 and -1 < method["ssim"][0] <= 1 and method["mae_hu"][0] > 0
+        assert method["fd_domain"][0] > 0  # no method reproduces the real slices' feature distribution
     assert summary["mean training slice"]["psnr"][1] == 0  # a baseline without randomness has no spread
     assert summary["supervised UNet (L1)"]["psnr"][1] == 0
 

@@ -14,6 +14,7 @@ from medm2g_core.data.cache import Cache, CacheConfig, build_cache
 from medm2g_core.evaluation.retrieval import retrieval_scores
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+from medm2g_core.training.align_stage import AlignStage
 from medm2g_core.training.cross_stage import ROUNDS, CrossStage
 from medm2g_core.training.guidance import tile_null
 from medm2g_core.training.pairs import PairedItems, image_store, text_store
@@ -130,6 +131,26 @@ def test_align_trains_every_prompt_encoder_and_its_loss_goes_down(aligned):
     assert preview["split"] == "val" and preview["retrieval"]["text->xray"]["cases"] == 4
 
 
+def test_align_records_its_switches_parameters_and_epoch_time(aligned):
+    model = MedM2G.from_pretrained(aligned / "model")
+    info = model.info["stage:align"]
+    encoders = sum(p.numel() for m in ("text", "xray", "ct", "mri") for p in model[f"prompt_encoder_{m}"].parameters())
+    assert info["ca"] is True and info["vi"] is True and info["steps"] == RECIPE.align.optim.steps
+    assert info["trained_parameters"] == encoders + RECIPE.align.learn_temperature  # + the temperature
+    record = json.loads((aligned / "run.json").read_text())
+    examples = len(AlignStage(Cache.open(aligned.parent / "cache"), model["text_vae"], RECIPE.align).dataset("train"))
+    epoch_steps = examples / RECIPE.align.optim.batch_size
+    assert info["seconds_per_epoch"] == pytest.approx(epoch_steps / record["steps_per_s"], rel=1e-2)
+
+
+def test_no_ca_no_vi_exports_the_encoders_as_built(world, cli, tmp_path):
+    result = cli("--quiet", "train", "align", "--recipe", "micro", "--data", str(world / "cache"),
+                 "--model", str(world / "ldm-text" / "model"), "--out", str(tmp_path / "run"), "--no-ca", "--no-vi")
+    assert result.exit_code == 0, result.stderr
+    info = MedM2G.from_pretrained(tmp_path / "run" / "model").info["stage:align"]
+    assert info == {"steps": 0, "trained_parameters": 0, "ca": False, "vi": False}  # no epoch time: nothing ran
+
+
 def test_no_vi_drops_the_barlow_twins_terms(world, cli, tmp_path):
     result = cli("--quiet", "train", "align", "--recipe", "micro", "--data", str(world / "cache"),
                  "--model", str(world / "ldm-text" / "model"), "--out", str(tmp_path / "run"), "--no-vi",
@@ -164,6 +185,21 @@ def test_cross_rounds_train_only_their_parts(world, aligned, crossed):
         before = after
     final = MedM2G.from_pretrained(crossed / "model")
     assert {f"context_encoder_{m}" for m in ("text", "xray", "ct", "mri")} <= set(final.components)
+
+
+def test_no_lcag_rounds_give_only_f_b_and_train_fewer_parameters(world, aligned, crossed, cli, tmp_path):
+    result = cli("--quiet", "train", "cross", "--round", "text-xray", "--recipe", "micro", "--data",
+                 str(world / "cache"), "--model", str(aligned / "model"), "--out", str(tmp_path / "run"), "--steps",
+                 "2", "--no-lcag")
+    assert result.exit_code == 0, result.stderr
+    ablated = MedM2G.from_pretrained(tmp_path / "run" / "model")
+    full = MedM2G.from_pretrained(crossed / "model")
+    assert not ablated["context_encoder_text"].config.use_latent and full["context_encoder_text"].config.use_latent
+    off, on = ablated.info["stage:cross-text-xray"], full.info["stage:cross-text-xray"]
+    assert off["lcag"] is False and on["lcag"] is True and on["seconds_per_epoch"] > 0
+    latent_path = sum(p.numel() for m in ("text", "xray") for name, p in full[f"context_encoder_{m}"].named_parameters()
+                      if name.startswith(("patchify.", "position")))
+    assert on["trained_parameters"] - off["trained_parameters"] == latent_path
 
 
 def test_real_partner_guides_better_than_a_shuffled_one(world, crossed, tmp_path):
@@ -223,3 +259,50 @@ def test_cross_errors_are_one_line_exit_2(world, aligned, cli, tmp_path):
                  "--data", str(manifest), "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and "context_encoder_text" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------- ablation
+
+
+def test_ablation_scores_variants_with_their_recorded_switches(world, aligned, crossed, cli, tmp_path):
+    """Table 7 on two variants trained from the same alignment: the full model and one without LCAG."""
+    ablated = tmp_path / "no-lcag"
+    result = cli("--quiet", "train", "cross", "--all", "--recipe", "micro", "--data", str(world / "cache"),
+                 "--model", str(aligned / "model"), "--out", str(ablated), "--steps", "8", "--no-lcag")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "table7"
+    result = cli("--quiet", "evaluate", "ablation", "--variant", f"full={crossed / 'model'}", "--variant",
+                 f"no LCAG={ablated / 'model'}", "--data", str(world / "cache"), "--out", str(out), "--split",
+                 "train+val+test", "--cases", "2", "--seeds", "2", "--steps", "2", env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["paper_table"] == "Table 7" and list(saved["seeds"]) == ["full", "no LCAG"]
+    columns = saved["columns"]
+    assert [columns["full"][k] for k in ("CA", "LCAG", "VI")] == ["yes", "yes", "yes"]
+    assert [columns["no LCAG"][k] for k in ("CA", "LCAG", "VI")] == ["yes", "no", "yes"]
+    full, off = MedM2G.from_pretrained(crossed / "model"), MedM2G.from_pretrained(ablated / "model")
+    trained = [sum(v.get("trained_parameters", 0) for k, v in m.info.items() if k.startswith("stage:cross-"))
+               for m in (full, off)]
+    assert columns["full"]["added params (M)"] == "-"
+    assert float(columns["no LCAG"]["added params (M)"]) == pytest.approx((trained[1] - trained[0]) / 1e6, abs=1e-3)
+    assert float(columns["full"]["s/epoch"]) > 0
+    expected = {"report_bleu_1", "report_bleu_4", "report_rouge_l", "report_f1_micro", "effusion_auc", "xray_fid",
+                "pd_psnr", "pd_ssim", "ct_psnr", "ct_ssim"}
+    for variant in ("full", "no LCAG"):
+        row = saved["seeds"][variant]
+        assert set(row) == expected and all(len(v) == 2 for v in row.values())
+        assert all(np.isfinite(row[k]).all() for k in expected - {"effusion_auc"})
+        assert 5 < np.mean(row["ct_psnr"]) < 60 and -1 < np.mean(row["pd_ssim"]) <= 1
+    assert saved["seeds"]["full"]["ct_psnr"] != saved["seeds"]["no LCAG"]["ct_psnr"]  # different models, outputs
+    assert "| full | yes | yes | yes |" in (out / "results.md").read_text()
+
+
+def test_ablation_refuses_incomplete_or_single_variants(world, aligned, crossed, cli, tmp_path):
+    base = ("evaluate", "ablation", "--data", str(world / "cache"), "--out", str(tmp_path / "x"))
+    one = cli(*base, "--variant", f"full={crossed / 'model'}")
+    assert one.exit_code == 2 and "at least two" in one.stderr
+    partial = cli(*base, "--variant", f"full={crossed / 'model'}", "--variant", f"aligned={aligned / 'model'}")
+    assert partial.exit_code != 0 and "variant 'aligned' lacks context_encoder" in partial.stderr
+    malformed = cli(*base, "--variant", "full", "--variant", f"b={crossed / 'model'}")
+    assert malformed.exit_code == 2 and "NAME=MODEL" in malformed.stderr
+    assert not (tmp_path / "x" / "results.json").exists()

@@ -13,6 +13,7 @@ from medm2g_core.io.preview import (
     SEPARATOR,
     WINDOW_PRESETS,
     montage,
+    preview_scale,
     reorient_for_display,
     to_display,
     window,
@@ -274,7 +275,11 @@ def test_synthetic_preview_is_labelled_in_pixels_and_text(tmp_path):
     assert fake_text["Description"].startswith("SYNTHETIC") and "medm2g/phantom-tiny" in fake_text["Description"]
     assert json.loads(fake_text["Comment"])["provenance"]["revision"] == "abc123"
     assert real_pixels.shape == fake_pixels.shape and not np.array_equal(real_pixels, fake_pixels)
-    assert np.array_equal(real_pixels, montage(volume))
+    factor = preview_scale(montage(volume).shape)
+    assert np.array_equal(real_pixels[::factor, ::factor], montage(volume))
+    label = (fake_pixels != real_pixels).any(axis=-1) if fake_pixels.ndim == 3 else fake_pixels != real_pixels
+    rows, cols = np.nonzero(label)
+    assert rows.max() < real_pixels.shape[0] / 4 and cols.max() < real_pixels.shape[1] / 2  # a corner, not across
 
 
 def test_preview_refuses_to_overwrite_and_needs_png(tmp_path):
@@ -294,6 +299,8 @@ def test_preview_refuses_to_overwrite_and_needs_png(tmp_path):
 def test_xray_preview_keeps_the_stored_orientation(tmp_path):
     volume = read_raster(_png(tmp_path / "cxr.png", _marked_image(rows=6, cols=9)))
     pixels, _ = _png_pixels_and_text(write_preview(volume, tmp_path / "cxr-preview.png"))
-    assert pixels.shape == (6, 9)
+    factor = preview_scale((6, 9))
+    assert factor == 43 and pixels.shape == (6 * factor, 9 * factor)  # enlarged to 256+ px a side, pixels kept
+    pixels = pixels[::factor, ::factor]
     assert np.unravel_index(np.argmax(pixels), pixels.shape) == (2, 5) and pixels[2, 5] == 255
     assert pixels[0, 0] == 0

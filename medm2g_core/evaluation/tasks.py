@@ -5,7 +5,8 @@ baselines on the same cases, and returns a :class:`TaskResult`: per method and m
 (tables report mean +/- std over seeds, as the paper's do), per-case values of the first seed (for the
 distribution plots), and a few samples (input, output, ground truth) for the figure grids.
 
-- ``mri-to-ct`` (Table 6): MRI T1 volume -> CT; PSNR, SSIM, MAE in HU.
+- ``mri-to-ct`` (Table 6): MRI T1 volume -> CT; PSNR, SSIM, MAE in HU, and a domain Frechet distance of the
+  slices in the model's aligned CT (MRI) encoder space.
 - ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM.
   Baselines of both: the mean training slice of the target, and a supervised UNet trained with L1 on the
   training pairs (``baselines.train_regression``: what a user would otherwise train).
@@ -13,8 +14,8 @@ distribution plots), and a few samples (input, output, ground truth) for the fig
   Baselines: the most common training report (of the most common finding pattern) and the nearest training
   report in the aligned space.
 - ``text-to-image`` (Tables 3-4): report -> X-ray; effusion AUC of a classifier trained on real films, Frechet
-  distance in the aligned X-ray encoder's space (a domain FD) against real held-out films. Baseline: the mean
-  training film.
+  distance in the aligned X-ray encoder's space (a domain FD) against real held-out films, NIQE (Table 3).
+  Baseline: the mean training film; reference: the real held-out films.
 - ``xray-generation`` (Table 5): two films per held-out chest report; FID (Inception pool features) against the
   real held-out films, and MS-SSIM between the two films of a report (diversity: lower is more diverse).
   Reference rows: real training films (the FID floor) and the mean training film.
@@ -33,7 +34,7 @@ from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import Manifest
 from medm2g_core.errors import InputError
 from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
-from medm2g_core.evaluation.image_metrics import fid, inception_features, ms_ssim, volume_psnr_ssim
+from medm2g_core.evaluation.image_metrics import fid, inception_features, ms_ssim, niqe, volume_psnr_ssim
 from medm2g_core.evaluation.labeler import binary_labels
 from medm2g_core.evaluation.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.io.load import read_volume
@@ -56,6 +57,7 @@ SUPERVISED = "supervised UNet (L1)"
 NEAREST = "nearest training report (aligned encoders)"
 SAMPLES = 4
 CLASSIFIER_SIDE = 32
+NIQE_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,18 @@ def image_scores(made: Volume, truth: Volume) -> dict[str, float]:
     return scores
 
 
+def _slices(volume: Volume, resolution: int) -> np.ndarray:
+    return cut(volume, resolution).images
+
+
+def domain_features(model: MedM2G, modality: str, slices: list[np.ndarray]) -> np.ndarray:
+    """Slices [N, R, R] in [-1, 1] in the space of the model's aligned ``modality`` encoder (a network trained on
+    that modality): the features of the domain Frechet distance."""
+    images = torch.from_numpy(np.concatenate(slices)).float()
+    return np.concatenate([image_guide(model, modality, images[i:i + 64]).prompt.cpu().numpy()
+                           for i in range(0, len(images), 64)])
+
+
 def _translation(
     task: str, model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions, source_keys: tuple[str, ...],
     target_key: str, progress: Callable[[int, int], None] | None,
@@ -179,28 +193,39 @@ def _translation(
     result = TaskResult(task, len(records))
     net = train_regression(cache, source_keys, target_key, RegressionConfig(steps=options.baseline_steps))
     baselines: dict[str, dict[str, dict[str, float]]] = {MEAN_SLICE: {}, SUPERVISED: {}}
+    slices: dict[str, list[np.ndarray]] = {"truth": [], MEAN_SLICE: [], SUPERVISED: []}
     for seed in range(options.seeds):
-        per_seed = []
+        per_seed, made_slices = [], []
         for number, record in enumerate(records):
             sources = [read_volume(manifest.image_path(record, k)) for k in source_keys]
             truth = read_volume(manifest.image_path(record, target_key))
             made = translate_volume(model, sources, TranslateOptions(target, contrast, options.sampling, seed))
             scores = image_scores(made, truth)
             per_seed.append(scores)
+            made_slices.append(_slices(made, cache.resolution))
             if seed == 0:
                 result.add_case(MODEL, scores)
-                baselines[MEAN_SLICE][record.id] = image_scores(_flat(sources[0], mean_slice, target, sources), truth)
-                baselines[SUPERVISED][record.id] = image_scores(_regressed(net, sources, target), truth)
-                for method, values in baselines.items():
-                    result.add_case(method, values[record.id])
+                slices["truth"].append(_slices(truth, cache.resolution))
+                for method, volume in ((MEAN_SLICE, _flat(sources[0], mean_slice, target, sources)),
+                                       (SUPERVISED, _regressed(net, sources, target))):
+                    baselines[method][record.id] = image_scores(volume, truth)
+                    slices[method].append(_slices(volume, cache.resolution))
+                    result.add_case(method, baselines[method][record.id])
                 if number < SAMPLES:
                     result.samples.append(Sample(record.id, {
                         "input": middle_slice(sources[0]), "output": middle_slice(made), "truth": middle_slice(truth)}))
             if progress:
                 progress(seed * len(records) + number + 1, options.seeds * len(records))
-        result.add(MODEL, {k: np.mean([s[k] for s in per_seed]) for k in per_seed[0]})
+        if seed == 0:
+            real = domain_features(model, target, slices["truth"])
+            domain = {m: fid(domain_features(model, target, slices[m]), real) for m in baselines}
+        result.add(MODEL, {k: np.mean([s[k] for s in per_seed]) for k in per_seed[0]}
+                   | {"fd_domain": fid(domain_features(model, target, made_slices), real)})
         for method, values in baselines.items():  # deterministic once trained: the same value every seed
-            result.add(method, {k: np.mean([v[k] for v in values.values()]) for k in per_seed[0]})
+            result.add(method, {k: np.mean([v[k] for v in values.values()]) for k in per_seed[0]}
+                       | {"fd_domain": domain[method]})
+    result.notes.append(f"fd_domain: Frechet distance of all foreground slices to the real ones in the model's "
+                        f"aligned {target.upper()} encoder space (a network trained on {target.upper()})")
     return result
 
 
@@ -308,6 +333,11 @@ def _encoder_features(model: MedM2G, images: np.ndarray) -> np.ndarray:
     return image_guide(model, "xray", torch.from_numpy(images).float()).prompt.cpu().numpy()
 
 
+def _niqe(films: np.ndarray) -> float:
+    """Mean NIQE of films [N, R, R] in [-1, 1], upsampled to NIQE_SIDE, in grey levels 0-255."""
+    return float(np.mean([niqe(image * 255) for image in unit_range(films, NIQE_SIDE)]))
+
+
 def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
                   progress: Callable[[int, int], None] | None = None) -> TaskResult:
     records = [r for r in held_out(manifest, options.split, ("xray",), None, report=True)
@@ -320,7 +350,9 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
     real_features = _encoder_features(model, real)
     mean_film = np.repeat(_mean_slice(cache, "xray", "phantom-chest")[None], len(records), 0)
     result = TaskResult("text-to-image", len(records))
-    result.notes.append(f"effusion judge AUC on the real held-out films: {auc(score(real), labels):.3f}")
+    real_niqe = _niqe(real)
+    result.notes.append(f"niqe: films upsampled to {NIQE_SIDE} px (NIQE's 96-px patches); the real films' row is "
+                        "the reference: the judge's AUC on them and their naturalness")
     for seed in range(options.seeds):
         made = []
         for start in range(0, len(records), 16):
@@ -332,10 +364,11 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
                 progress(seed * len(records) + start + len(chunk), options.seeds * len(records))
         made = np.concatenate(made)
         result.add(MODEL, {"effusion_auc": auc(score(made), labels),
-                           "fd_aligned": fid(_encoder_features(model, made), real_features)})
+                           "fd_aligned": fid(_encoder_features(model, made), real_features), "niqe": _niqe(made)})
         jitter = mean_film + np.random.default_rng(seed).normal(0, 1e-3, mean_film.shape).astype(np.float32)
         result.add("mean training film", {"effusion_auc": 0.5, "fd_aligned": fid(
-            _encoder_features(model, jitter), real_features)})
+            _encoder_features(model, jitter), real_features), "niqe": _niqe(jitter[:1])})
+        result.add("real held-out films", {"effusion_auc": auc(score(real), labels), "niqe": real_niqe})
         if seed == 0:
             for value in score(made):
                 result.add_case(MODEL, {"effusion_score": value})

@@ -48,6 +48,7 @@ DEFAULT_CT_PRESET = "soft-tissue"
 DISPLAY_AXES = ("L", "P", "S")  # screen x: patient R->L, screen y: A->P, slices: I->S
 MAX_TILE = 1024
 SEPARATOR = 2  # pixels between montage tiles
+MIN_PREVIEW_SIDE = 256  # smaller montages are enlarged (pixel replication) to at least this, so labels stay small
 _SEPARATOR_GREY = 96
 
 
@@ -207,16 +208,26 @@ def _png_text(volume: Volume) -> PngInfo:
     return info
 
 
+def preview_scale(shape: tuple[int, ...], min_side: int = MIN_PREVIEW_SIDE) -> int:
+    """The integer factor a montage of ``shape`` is enlarged by in a preview (1: as it is)."""
+    return max(1, -(-min_side // min(shape[:2])))
+
+
 def write_preview(
     volume: Volume, path: str | os.PathLike, preset: str | None = None, overwrite: bool = False,
-    n_slices: int = 16,
+    n_slices: int = 16, min_side: int = MIN_PREVIEW_SIDE,
 ) -> Path:
-    """Write the :func:`montage` of ``volume`` as a PNG, atomically; synthetic images are labelled."""
+    """Write the :func:`montage` of ``volume`` as a PNG, atomically; synthetic images are labelled. A montage
+    under ``min_side`` pixels a side is enlarged by pixel replication (:func:`preview_scale`): a 64-px generated
+    film is shown at 256 px, its SYNTHETIC label in a corner rather than across it (0: never enlarged)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InputError(f"{path}: a preview is written as PNG; the name must end in .png")
     check_writable(path, overwrite)  # fail before the work, not after it
-    image = Image.fromarray(montage(volume, preset, n_slices))
+    pixels = montage(volume, preset, n_slices)
+    factor = preview_scale(pixels.shape, min_side)
+    image = Image.fromarray(pixels).resize((pixels.shape[1] * factor, pixels.shape[0] * factor),
+                                           Image.Resampling.NEAREST)
     if volume.synthetic:
         _burn_label(image, "SYNTHETIC")
     with atomic_path(path, overwrite) as tmp:

@@ -153,7 +153,7 @@ def _write_case(out: Path, case: PlannedCase, text: str, images: dict, seed: int
             volume = as_volume(image, modality, options.contrast, origin, text)
             key = modality if modality != "mri" else f"mr_{options.contrast.lower()}"
             write_nifti(volume, tmp / f"{key}.nii.gz")
-            write_preview(volume, tmp / f"{key}.png")
+            write_preview(volume, tmp / f"{key}.png", min_side=0)  # a corpus image keeps its resolution
             files[key] = f"cases/{case.id}/{key}.nii.gz"
         record = CaseRecord(
             id=case.id, split="train", subject=case.id, source="medm2g-synthetic", images=files,

@@ -10,7 +10,7 @@ the switches differ:
 Alignments with the same switches are trained once and shared. Then ``medm2g evaluate ablation`` scores every
 variant on the same held-out cases with the same seeds and the rows go to BENCHMARKS.md with this command.
 
-    python benchmarks/ablation.py --work runs/phantom-tiny --out runs/ablation --cases 8 --seeds 2 --write
+    python benchmarks/ablation.py --work runs/phantom-tiny --out runs/ablation --cases 4 --seeds 2 --write
 """
 
 import argparse
@@ -91,7 +91,7 @@ def main() -> None:
                         help="a train_phantom_tiny.py work folder (its cache/ and ldm-text/model are used)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the variants and the evaluation")
     parser.add_argument("--recipe", default="phantom-tiny")
-    parser.add_argument("--cases", type=int, default=8, help="held-out cases per task")
+    parser.add_argument("--cases", type=int, default=4, help="volumes per translation column (4x as many chest cases)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--skip-eval", action="store_true", help="train the variants only")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")

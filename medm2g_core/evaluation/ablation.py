@@ -1,11 +1,12 @@
 """Table 7: one set of tasks on several variants of a model that differ in the CA / LCAG / VI switches.
 
 Every variant is scored on the same held-out cases with the same seeds (a seed gives every variant the same
-initial noise):
+initial noise); ``--cases N`` takes N volumes for each translation and 4N chest cases for the text and X-ray
+columns:
 
-- ``report``: X-ray -> report, BLEU-1, BLEU-4, ROUGE-L (pycocoevalcap) and the findings' micro F1;
-- ``effusion_auc`` and ``xray_fid``: one X-ray per held-out chest report, scored by the effusion judge trained on
-  real films and by FID (Inception pool features) against the real films of those reports;
+- ``report``: chest X-ray -> report, BLEU-1, BLEU-4, ROUGE-L (pycocoevalcap) and the findings' micro F1;
+- ``effusion_auc`` and ``xray_fid``: one X-ray per report of the same chest cases, scored by the effusion judge
+  trained on real films and by FID (Inception pool features) against the real films of those cases;
 - ``pd_*``: T2 + T1 -> PD (mri-synthesis), PSNR / SSIM over the volume, as Table 7's BraTS column;
 - ``ct_*``: MRI T2 -> CT, PSNR / SSIM, as Table 7's pelvic column.
 
@@ -45,6 +46,7 @@ REPORT_METRICS = ("bleu_1", "bleu_4", "rouge_l", "f1_micro")
 SYNTHESIS = (("mr_t2", "mr_t1"), "mr_pd", "PD")  # sources, target key, target contrast
 TO_CT = (("mr_t2",), "ct")
 BATCH = 16
+TEXT_CASES = 4  # chest cases per --cases: a report or a film costs a fraction of a volume
 COMPONENTS = ("image_vae", "text_vae", *(f"{part}_{m}" for part in ("denoiser", "context_encoder", "prompt_encoder")
                                          for m in ("text", "xray", "ct", "mri")))
 
@@ -117,9 +119,8 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
         if missing:
             raise ModelError(f"variant {name!r} lacks {', '.join(missing)}: give complete models (RUN/model of "
                              "`medm2g train cross --all`)")
-    films = held_out(manifest, options.split, ("xray",), options.cases, report=True)
     chest = [r for r in held_out(manifest, options.split, ("xray",), None, report=True)
-             if "pleural_effusion" in r.labels][:options.cases]
+             if "pleural_effusion" in r.labels][:None if options.cases is None else TEXT_CASES * options.cases]
     synthesis = held_out(manifest, options.split, (*SYNTHESIS[0], SYNTHESIS[1]), options.cases)
     to_ct = held_out(manifest, options.split, (*TO_CT[0], TO_CT[1]), options.cases)
     if len(chest) < 2:
@@ -128,9 +129,9 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
     real = np.stack([middle_slice(read_volume(manifest.image_path(r, "xray"), modality="XRAY")) for r in chest])
     real_features = inception_features(unit_range(real))
     labels = np.array([r.labels["pleural_effusion"] for r in chest])
-    xrays = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in films]
-    truth = [r.report for r in films]
-    result = TaskResult("ablation", len(films) + len(chest) + len(synthesis) + len(to_ct))
+    xrays = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in chest]
+    truth = [r.report for r in chest]
+    result = TaskResult("ablation", 2 * len(chest) + len(synthesis) + len(to_ct))
     result.columns = _columns(variants)
     total, done = len(variants) * options.seeds * result.cases, 0
 
@@ -148,7 +149,7 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
                 tick()
             scores = text_scores(reports, truth)
             metrics = {f"report_{k}": scores[k] for k in REPORT_METRICS}
-            made = _films(model, [r.report for r in chest], options, seed, tick)
+            made = _films(model, truth, options, seed, tick)
             metrics |= {"effusion_auc": auc(judge(made), labels),
                         "xray_fid": fid(inception_features(unit_range(made)), real_features)}
             pd = _translations(model, manifest, synthesis, *SYNTHESIS, options, seed, tick)
@@ -164,8 +165,8 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
                 result.samples.append(Sample(f"{name}: T2 -> CT, {to_ct[0].id}; X-ray of {chest[0].id}", {
                     "input": middle_slice(inputs[0]), "output": middle_slice(output),
                     "truth": middle_slice(target), "x-ray": made[0], "real x-ray": real[0]}))
-                result.notes += [f"{name}, {films[k].id}: {reports[k]}" for k in range(min(SAMPLES // 2, len(films)))]
-    result.notes.insert(0, f"report: {len(films)} films; effusion_auc and xray_fid: {len(chest)} chest reports "
+                result.notes += [f"{name}, {chest[k].id}: {reports[k]}" for k in range(min(SAMPLES // 2, len(chest)))]
+    result.notes.insert(0, f"report: the films of {len(chest)} chest cases; effusion_auc and xray_fid: their reports "
                         f"(judge AUC on their real films {auc(judge(real), labels):.3f}); pd: T2 + T1 -> PD on "
                         f"{len(synthesis)} volumes; ct: T2 -> CT on {len(to_ct)} volumes")
     return result

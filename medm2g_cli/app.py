@@ -25,19 +25,23 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("doctor", help="Check the installation: versions, devices, folders, optional pieces.")(doctor.doctor)
-app.command("info", help="List the models and recipes available here.")(doctor.info)
-app.command("inspect", help="Show modality, shape, spacing, orientation and series of an image.")(imaging.inspect)
-app.command("convert", help="Convert between DICOM, NIfTI and PNG previews, geometry-exact.")(imaging.convert)
-app.command("translate", help="Translate between imaging modalities: MRI -> CT, CT -> MRI contrast, ... -> X-ray.")(
+app.command("doctor", short_help="Check the installation: versions, devices, folders, optional pieces.")(doctor.doctor)
+app.command("info", short_help="List the models and recipes available here.")(doctor.info)
+app.command("inspect", short_help="Show modality, shape, spacing, orientation and series of an image.")(imaging.inspect)
+app.command("convert", short_help="Convert between DICOM, NIfTI and PNG previews, geometry-exact.")(imaging.convert)
+app.command("translate",
+            short_help="Translate between imaging modalities: MRI -> CT, CT -> MRI contrast, ... -> X-ray.")(
     generation.translate)
-app.command("report", help="Write an AI-generated (unverified) report for an X-ray, CT or MRI.")(generation.report)
-app.command("generate", help="Draw X-ray, CT or MRI from a report; several modalities jointly.")(generation.generate)
-app.command("synthesize-dataset", help="Build a paired synthetic corpus (images + reports), sharded and resumable.")(
+app.command("report",
+            short_help="Write an AI-generated (unverified) report for an X-ray, CT or MRI.")(generation.report)
+app.command("generate",
+            short_help="Draw X-ray, CT or MRI from a report; several modalities jointly.")(generation.generate)
+app.command("synthesize-dataset",
+            short_help="Build a paired synthetic corpus (images + reports), sharded and resumable.")(
     synthesize.synthesize_dataset)
-app.command("evaluate", help="Evaluate a model on the paper's tasks with baselines: JSON, Markdown, HTML.")(
+app.command("evaluate", short_help="Evaluate a model on the paper's tasks with baselines: JSON, Markdown, HTML.")(
     evaluate.evaluate_command)
-app.command("demo", help="Run every task on a few phantom cases with the default model; writes an HTML page.")(
+app.command("demo", short_help="Run every task on a few phantom cases with the default model; writes an HTML page.")(
     demo.demo)
 app.add_typer(prepare.app, name="prepare", help="Prepare paired data: phantom world, datasets, verify, cache.")
 app.add_typer(train.app, name="train", help="Train the stages of MedM2G from TOML recipes.")

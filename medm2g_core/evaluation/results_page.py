@@ -17,7 +17,7 @@ from medm2g_core.io.atomic import atomic_path, write_text
 
 TILE = 128
 PLOT_SIZE = (420, 60)
-COLOURS = [(90, 170, 255), (255, 150, 80), (120, 220, 120), (230, 100, 160)]
+COLOURS = [(90, 170, 255), (255, 150, 80), (120, 220, 120), (230, 100, 160), (240, 220, 90), (170, 140, 255)]
 
 
 def _headers(result: TaskResult) -> tuple[list[str], list[str]]:

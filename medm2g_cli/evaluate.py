@@ -45,17 +45,18 @@ def _variants(specs: list[str], model: str | None) -> dict[str, MedM2G]:
     """``--variant NAME=MODEL`` options as name -> loaded model, in the order given."""
     if model is not None:
         raise InputError("ablation compares --variant NAME=MODEL options; --model is for the other tasks")
-    variants = {}
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name.strip() or not folder.strip():
+    parsed = []
+    for spec in specs:  # every option is checked before any model is loaded
+        name, sep, folder = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not folder:
             raise InputError(f"--variant {spec!r}: write NAME=MODEL (a folder, imported name or Hub id)")
-        if name.strip() in variants:
-            raise InputError(f"--variant {name.strip()!r} is given twice")
-        variants[name.strip()] = open_model(folder.strip())
-    if len(variants) < 2:
+        parsed.append((name, folder))
+    names = [name for name, _ in parsed]
+    if len(set(names)) != len(names):
+        raise InputError(f"--variant names must differ; got {', '.join(names)}")
+    if len(parsed) < 2:
         raise InputError("ablation needs at least two --variant NAME=MODEL options (the first is the reference row)")
-    return variants
+    return {name: open_model(folder) for name, folder in parsed}
 
 
 def evaluate_command(

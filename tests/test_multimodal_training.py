@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from medm2g_core.data.cache import Cache, CacheConfig, build_cache
+from medm2g_core.errors import InputError
 from medm2g_core.evaluation.retrieval import retrieval_scores
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
@@ -268,12 +269,12 @@ def test_ablation_scores_variants_with_their_recorded_switches(world, aligned, c
     """Table 7 on two variants trained from the same alignment: the full model and one without LCAG."""
     ablated = tmp_path / "no-lcag"
     result = cli("--quiet", "train", "cross", "--all", "--recipe", "micro", "--data", str(world / "cache"),
-                 "--model", str(aligned / "model"), "--out", str(ablated), "--steps", "8", "--no-lcag")
+                 "--model", str(aligned / "model"), "--out", str(ablated), "--steps", "2", "--no-lcag")
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "table7"
     result = cli("--quiet", "evaluate", "ablation", "--variant", f"full={crossed / 'model'}", "--variant",
                  f"no LCAG={ablated / 'model'}", "--data", str(world / "cache"), "--out", str(out), "--split",
-                 "train+val+test", "--cases", "2", "--seeds", "2", "--steps", "2", env={"OMP_NUM_THREADS": "1"})
+                 "train+val+test", "--cases", "1", "--seeds", "2", "--steps", "2", env={"OMP_NUM_THREADS": "1"})
     assert result.exit_code == 0, result.stderr
     saved = json.loads((out / "results.json").read_text())
     assert saved["paper_table"] == "Table 7" and list(saved["seeds"]) == ["full", "no LCAG"]
@@ -298,11 +299,14 @@ def test_ablation_scores_variants_with_their_recorded_switches(world, aligned, c
 
 
 def test_ablation_refuses_incomplete_or_single_variants(world, aligned, crossed, cli, tmp_path):
-    base = ("evaluate", "ablation", "--data", str(world / "cache"), "--out", str(tmp_path / "x"))
-    one = cli(*base, "--variant", f"full={crossed / 'model'}")
-    assert one.exit_code == 2 and "at least two" in one.stderr
-    partial = cli(*base, "--variant", f"full={crossed / 'model'}", "--variant", f"aligned={aligned / 'model'}")
+    from medm2g_cli.evaluate import _variants
+
+    for specs, message in (([f"full={crossed / 'model'}"], "at least two"),
+                           ([f"a={crossed / 'model'}", f"a={aligned / 'model'}"], "must differ"),
+                           (["full", f"b={crossed / 'model'}"], "NAME=MODEL")):
+        with pytest.raises(InputError, match=message):
+            _variants(specs, None)
+    partial = cli("evaluate", "ablation", "--data", str(world / "cache"), "--out", str(tmp_path / "x"), "--variant",
+                  f"full={crossed / 'model'}", "--variant", f"aligned={aligned / 'model'}")
     assert partial.exit_code != 0 and "variant 'aligned' lacks context_encoder" in partial.stderr
-    malformed = cli(*base, "--variant", "full", "--variant", f"b={crossed / 'model'}")
-    assert malformed.exit_code == 2 and "NAME=MODEL" in malformed.stderr
     assert not (tmp_path / "x" / "results.json").exists()

@@ -30,6 +30,7 @@ from medm2g_core.evaluation.tasks import (
     TaskResult,
     auc,
     effusion_classifier,
+    films_from_reports,
     held_out,
     image_scores,
     middle_slice,
@@ -38,14 +39,12 @@ from medm2g_core.evaluation.tasks import (
 )
 from medm2g_core.io.load import read_volume
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.generate import GenerateOptions, generate_images
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.translate import TranslateOptions, translate_volume
 
 REPORT_METRICS = ("bleu_1", "bleu_4", "rouge_l", "f1_micro")
 SYNTHESIS = (("mr_t2", "mr_t1"), "mr_pd", "PD")  # sources, target key, target contrast
 TO_CT = (("mr_t2",), "ct")
-BATCH = 16
 TEXT_CASES = 4  # chest cases per --cases: a report or a film costs a fraction of a volume
 COMPONENTS = ("image_vae", "text_vae", *(f"{part}_{m}" for part in ("denoiser", "context_encoder", "prompt_encoder")
                                          for m in ("text", "xray", "ct", "mri")))
@@ -96,18 +95,6 @@ def _translations(model: MedM2G, manifest: Manifest, records: list, sources: tup
     return made
 
 
-def _films(model: MedM2G, reports: list[str], options: EvalOptions, seed: int, tick: Callable[[], None]) -> np.ndarray:
-    films = []
-    for start in range(0, len(reports), BATCH):
-        chunk = reports[start:start + BATCH]
-        seeds = [seed * 100_003 + start + i for i in range(len(chunk))]
-        options_xray = GenerateOptions(("xray",), sampling=options.sampling)
-        films.append(generate_images(model, chunk, options_xray, seeds)["xray"])
-        for _ in chunk:
-            tick()
-    return np.concatenate(films)
-
-
 def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, options: EvalOptions,
              progress: Callable[[int, int], None] | None = None) -> TaskResult:
     """Score every variant (name -> model, the first is the reference of the added parameters) on the same cases
@@ -135,9 +122,9 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
     result.columns = _columns(variants)
     total, done = len(variants) * options.seeds * result.cases, 0
 
-    def tick() -> None:
+    def tick(count: int = 1) -> None:
         nonlocal done
-        done += 1
+        done += count
         if progress:
             progress(done, total)
 
@@ -149,7 +136,8 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
                 tick()
             scores = text_scores(reports, truth)
             metrics = {f"report_{k}": scores[k] for k in REPORT_METRICS}
-            made = _films(model, truth, options, seed, tick)
+            seeds = [seed * 100_003 + i for i in range(len(truth))]
+            made = films_from_reports(model, truth, options.sampling, seeds, tick)
             metrics |= {"effusion_auc": auc(judge(made), labels),
                         "xray_fid": fid(inception_features(unit_range(made)), real_features)}
             pd = _translations(model, manifest, synthesis, *SYNTHESIS, options, seed, tick)

@@ -57,6 +57,7 @@ SUPERVISED = "supervised UNet (L1)"
 NEAREST = "nearest training report (aligned encoders)"
 SAMPLES = 4
 CLASSIFIER_SIDE = 32
+FILM_BATCH = 16  # reports sampled together
 NIQE_SIDE = 256
 
 
@@ -333,6 +334,20 @@ def _encoder_features(model: MedM2G, images: np.ndarray) -> np.ndarray:
     return image_guide(model, "xray", torch.from_numpy(images).float()).prompt.cpu().numpy()
 
 
+def films_from_reports(model: MedM2G, reports: list[str], sampling: SamplingConfig, seeds: list[int],
+                       on_chunk: Callable[[int], None] | None = None) -> np.ndarray:
+    """One X-ray [N, R, R] per report (row i with seed ``seeds[i]``), sampled FILM_BATCH at a time;
+    ``on_chunk(count)`` after each batch."""
+    films = []
+    for start in range(0, len(reports), FILM_BATCH):
+        chunk = reports[start:start + FILM_BATCH]
+        films.append(generate_images(model, chunk, GenerateOptions(("xray",), sampling=sampling),
+                                     seeds[start:start + FILM_BATCH])["xray"])
+        if on_chunk:
+            on_chunk(len(chunk))
+    return np.concatenate(films)
+
+
 def _niqe(films: np.ndarray) -> float:
     """Mean NIQE of films [N, R, R] in [-1, 1], upsampled to NIQE_SIDE, in grey levels 0-255."""
     return float(np.mean([niqe(image * 255) for image in unit_range(films, NIQE_SIDE)]))
@@ -353,16 +368,18 @@ def text_to_image(model: MedM2G, manifest: Manifest, cache: Cache, options: Eval
     real_niqe = _niqe(real)
     result.notes.append(f"niqe: films upsampled to {NIQE_SIDE} px (NIQE's 96-px patches); the real films' row is "
                         "the reference: the judge's AUC on them and their naturalness")
+    reports = [r.report for r in records]
     for seed in range(options.seeds):
-        made = []
-        for start in range(0, len(records), 16):
-            chunk = records[start:start + 16]
-            made.append(generate_images(model, [r.report for r in chunk], GenerateOptions(("xray",),
-                                        sampling=options.sampling), [seed * 100_003 + start + i
-                                                                     for i in range(len(chunk))])["xray"])
+        done = seed * len(records)
+
+        def tick(count: int) -> None:
+            nonlocal done
+            done += count
             if progress:
-                progress(seed * len(records) + start + len(chunk), options.seeds * len(records))
-        made = np.concatenate(made)
+                progress(done, options.seeds * len(records))
+
+        made = films_from_reports(model, reports, options.sampling, [seed * 100_003 + i for i in range(len(records))],
+                                  tick)
         result.add(MODEL, {"effusion_auc": auc(score(made), labels),
                            "fd_aligned": fid(_encoder_features(model, made), real_features), "niqe": _niqe(made)})
         jitter = mean_film + np.random.default_rng(seed).normal(0, 1e-3, mean_film.shape).astype(np.float32)
@@ -405,10 +422,7 @@ def xray_generation(model: MedM2G, manifest: Manifest, cache: Cache, options: Ev
         pairs = []
         for k in range(2):
             seeds = [(seed * 2 + k) * 100_003 + i for i in range(len(records))]
-            pairs.append(np.concatenate([
-                generate_images(model, [r.report for r in records[i:i + 16]], GenerateOptions(
-                    ("xray",), sampling=options.sampling), seeds[i:i + 16])["xray"]
-                for i in range(0, len(records), 16)]))
+            pairs.append(films_from_reports(model, [r.report for r in records], options.sampling, seeds))
             if progress:
                 progress(seed * 2 + k + 1, options.seeds * 2)
         made = np.concatenate(pairs)

@@ -109,7 +109,8 @@ def align(
 
 @app.command("cross")
 def cross(
-    round_name: str | None = typer.Option(None, "--round", help=f"One round: {', '.join(ROUNDS)}."),
+    round_name: str | None = typer.Option(None, "--round", help=f"One round: {', '.join(ROUNDS)}, or spatial "
+                                          "(the spatial path of the CT and MRI denoisers)."),
     all_rounds: bool = typer.Option(False, "--all", help="Run the recipe's rounds in order (RUN/<round>/, then "
                                     "RUN/model)."),
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
@@ -121,11 +122,15 @@ def cross(
     steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP + " (per round)"),
     lcag: bool | None = typer.Option(None, "--lcag/--no-lcag", help="Latent cross-guided alignment: V_B reads the "
                                      "guide's noisy latent z_t^B besides f_B; default: the recipe's [ablation] lcag."),
+    spatial: bool | None = typer.Option(None, "--spatial/--no-spatial", help="With --all: end with the spatial "
+                                        "round; default: the recipe's [ablation] spatial."),
 ) -> None:
     """Latent cross-guided training (paper 3.4-3.5): context encoders and cross-attention, one multi-flow round
     at a time; everything else stays frozen.
 
-    Rounds: text-xray (V_text, V_xray, both cross-attentions), text-ct (text frozen), ct-mri (CT frozen).
+    Rounds: text-xray (V_text, V_xray, both cross-attentions), text-ct (text frozen), ct-mri (CT frozen), and
+    our extension spatial: copies of the CT and MRI denoisers that also read the source images' latents at their
+    input (any subset of CT, T1, T1ce, T2, FLAIR, PD), used by image-to-image translation.
     Samples are held-out denoising losses with the real vs a shuffled partner (samples/cross-*.json).
 
     Example: `medm2g train cross --all --data data/phantom --model runs/align/model --out runs/cross`
@@ -134,7 +139,7 @@ def cross(
         raise InputError("give exactly one of --round R or --all")
     run = _stage_run(recipe, data, out, model, resume, steps)
     if all_rounds:
-        results = train_cross_all(run, lcag)
+        results = train_cross_all(run, lcag, spatial)
         console.say(f"{len(results)} rounds, {sum(r.steps for r in results)} steps in "
                     f"{sum(r.wall_s for r in results):.0f} s")
         typer.echo(str(out / "model"))

@@ -13,6 +13,11 @@ where they are, and a guide's patch tokens (which do carry positions) can only p
 ``coord_channels`` two fixed channels (x and y in [-1, 1]) are concatenated to the latent at the input (as
 CoordConv), which lets the queries learn to attend to the patch at their own position: what image-to-image
 guidance (MRI -> CT) needs. The output keeps the latent's channels.
+
+Spatial path (``spatial_channels``, our extension of the paper, docs/METHOD.md): the latents of the source
+images, laid out in fixed slots with a presence plane each (:mod:`medm2g_core.models.spatial_guide`), are
+concatenated to the input after the coordinates. :func:`with_spatial_path` widens a trained denoiser's input
+convolution with zero weights for them, so it starts out computing exactly what it computed before.
 """
 
 import os
@@ -47,6 +52,7 @@ class ImageDenoiserConfig:
     num_contrasts: int = 1 + len(MRI_CONTRASTS)  # 0: no class embedding at all
     norm_num_groups: int = 8
     coord_channels: bool = True  # x/y coordinate channels at the input (spatial cross-attention)
+    spatial_channels: int = 0  # source latents + presence planes at the input (the spatial path); 0: none
 
 
 def _block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -63,13 +69,13 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
     def __init__(
         self, block_out_channels: tuple[int, ...], layers_per_block: int, attention_head_dim: int,
         cross_attention_dim: int, context_tokens: int, in_channels: int, sample_size: int, num_contrasts: int,
-        norm_num_groups: int, coord_channels: bool = False,
+        norm_num_groups: int, coord_channels: bool = False, spatial_channels: int = 0,
     ) -> None:
         super().__init__()
         down, up = _block_types(len(block_out_channels))
         self.unet = UNet2DConditionModel(
             sample_size=sample_size,
-            in_channels=in_channels + (2 if coord_channels else 0),
+            in_channels=in_channels + (2 if coord_channels else 0) + spatial_channels,
             out_channels=in_channels,
             down_block_types=down,
             mid_block_type="UNetMidBlock2DCrossAttn",
@@ -89,13 +95,22 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
 
     def forward(
         self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
-        contrast: torch.LongTensor | None = None,
+        contrast: torch.LongTensor | None = None, spatial: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """latents [B,C,h,w], timesteps [B], context [B,L,D] or None (null), contrast [B] or None (0) -> [B,C,h,w]."""
+        """latents [B,C,h,w], timesteps [B], context [B,L,D] or None (null), contrast [B] or None (0), spatial
+        [B,S,h,w] or None (no source: zeros) -> [B,C,h,w]."""
         batch = latents.shape[0]
         context = self.null(batch) if context is None else context
+        extra = self.config.spatial_channels
+        if spatial is not None and spatial.shape[1] != extra:
+            raise ValueError(f"this denoiser takes {extra} spatial channels, got {spatial.shape[1]}")
+        inputs = [latents]
         if self.config.coord_channels:
-            latents = torch.cat([latents, coordinates(latents)], dim=1)  # [B, C+2, h, w]
+            inputs.append(coordinates(latents))  # [B, 2, h, w]
+        if extra:
+            inputs.append(latents.new_zeros(batch, extra, *latents.shape[2:]) if spatial is None
+                          else spatial.to(latents.dtype))  # [B, S, h, w]
+        latents = torch.cat(inputs, dim=1) if len(inputs) > 1 else latents
         labels = None
         if self.config.num_contrasts:
             labels = torch.zeros(batch, dtype=torch.long, device=latents.device) if contrast is None else contrast
@@ -108,6 +123,22 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
         """The parameters of every cross-attention sub-layer (``attn2``): what cross-guided training updates."""
         return [p for name, module in self.unet.named_modules() if name.endswith(".attn2")
                 for p in module.parameters()]
+
+
+@torch.no_grad()
+def with_spatial_path(denoiser: ImageDenoiser, channels: int) -> ImageDenoiser:
+    """A copy of ``denoiser`` that also reads ``channels`` spatial channels, their input weights zero: before
+    training it computes exactly what ``denoiser`` computes, whatever the spatial input."""
+    if denoiser.config.spatial_channels:
+        raise ValueError("the denoiser already has a spatial path")
+    config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
+    widened = ImageDenoiser(**{**config, "spatial_channels": channels})
+    state = denoiser.state_dict()
+    old = state["unet.conv_in.weight"]  # [out, in, k, k]
+    new = old.new_zeros(old.shape[0], old.shape[1] + channels, *old.shape[2:])
+    new[:, :old.shape[1]] = old
+    widened.load_state_dict({**state, "unet.conv_in.weight": new})
+    return widened.to(denoiser.device, denoiser.dtype)
 
 
 def coordinates(latents: torch.Tensor) -> torch.Tensor:

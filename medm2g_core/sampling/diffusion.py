@@ -74,16 +74,21 @@ class Stream:
     shape: tuple[int, ...]  # [B, C, h, w] or [B, D]
     context: ContextFn  # (t, current latents by stream name) -> [B, L, D]
     contrast: torch.Tensor | None = None  # [B] MRI contrast labels
+    spatial: torch.Tensor | None = None  # [B, S, h, w] the spatial guide (zeros in the unconditional half)
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, guidance: float) -> torch.Tensor:
         """The guided model output for ``latents`` [B, ...] at timestep ``t``: one forward of 2B (or B at w = 1)."""
         batch = latents.shape[0]
         kwargs = {} if self.contrast is None else {"contrast": self.contrast}
+        if self.spatial is not None:
+            kwargs["spatial"] = self.spatial
         if guidance == 1.0:
             return self.denoiser(latents, t.expand(batch), context=context, **kwargs)
         null = tile_null(self.denoiser, batch, context.shape[1]).to(context.dtype)
         if self.contrast is not None:
-            kwargs = {"contrast": self.contrast.repeat(2)}
+            kwargs["contrast"] = self.contrast.repeat(2)
+        if self.spatial is not None:
+            kwargs["spatial"] = torch.cat([self.spatial, torch.zeros_like(self.spatial)])
         both = self.denoiser(torch.cat([latents, latents]), t.expand(2 * batch), context=torch.cat([context, null]),
                              **kwargs)
         conditioned, unconditioned = both.chunk(2)

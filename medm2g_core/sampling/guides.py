@@ -24,13 +24,14 @@ MODALITIES = ("text", *IMAGE_MODALITIES)
 class Guide:
     latent: torch.Tensor  # [N, C, h, w] or [N, D], scaled for diffusion
     prompt: torch.Tensor  # [N, E], L2-normalised
+    contrast: str | None = None  # an MRI guide's contrast, when known (its slot in the spatial path)
 
     def repeat(self, count: int) -> "Guide":
         """Each row repeated ``count`` times in place (row i -> rows i*count .. i*count+count-1)."""
-        return Guide(self.latent.repeat_interleave(count, 0), self.prompt.repeat_interleave(count, 0))
+        return Guide(self.latent.repeat_interleave(count, 0), self.prompt.repeat_interleave(count, 0), self.contrast)
 
     def rows(self, start: int, stop: int) -> "Guide":
-        return Guide(self.latent[start:stop], self.prompt[start:stop])
+        return Guide(self.latent[start:stop], self.prompt[start:stop], self.contrast)
 
 
 def require(model: MedM2G, *names: str) -> None:
@@ -49,14 +50,18 @@ def image_resolution(model: MedM2G) -> int:
 
 
 @torch.inference_mode()
-def image_guide(model: MedM2G, modality: str, images: torch.Tensor) -> Guide:
-    """Slices [N, R, R] in [-1, 1] as a guide of ``modality`` (xray, ct, mri)."""
-    require(model, "image_vae", f"prompt_encoder_{modality}")
-    vae, encoder = model["image_vae"], model[f"prompt_encoder_{modality}"]
+def image_guide(model: MedM2G, modality: str, images: torch.Tensor, contrast: str | None = None) -> Guide:
+    """Slices [N, R, R] in [-1, 1] as a guide of ``modality`` (xray, ct, mri; an MRI's ``contrast`` if known)."""
+    require(model, "image_vae")
+    vae = model["image_vae"]
     pixels = images[:, None].to(vae.device, vae.dtype)  # [N, 1, R, R]
     latent = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
-    prompt = F.normalize(encoder(pixels.to(encoder.dtype)).float(), dim=-1)
-    return Guide(latent.float(), prompt)
+    if f"prompt_encoder_{modality}" in model:
+        encoder = model[f"prompt_encoder_{modality}"]
+        prompt = F.normalize(encoder(pixels.to(encoder.dtype)).float(), dim=-1)
+    else:  # a model without central alignment (the spatial path alone needs no prompt embedding): [N, 0]
+        prompt = latent.new_zeros(len(latent), 0)
+    return Guide(latent.float(), prompt, contrast)
 
 
 @torch.inference_mode()
@@ -80,6 +85,8 @@ def guide_context(
     training) and already at ``t`` otherwise (joint generation)."""
     require(model, f"context_encoder_{modality}")
     encoder = model[f"context_encoder_{modality}"]
+    if encoder.config.adaptation == "embedding" and prompt.shape[-1] == 0:
+        require(model, f"prompt_encoder_{modality}")
     t = torch.as_tensor(t, device=latent.device).reshape(-1).expand(len(latent))
     if generator is not None:
         noise = randn_tensor(latent.shape, generator=generator, device=latent.device, dtype=latent.dtype)

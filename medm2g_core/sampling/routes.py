@@ -6,6 +6,11 @@ between, as the multi-flow design intends (CT bridges text and MRI): MRI -> X-ra
 X-ray. :func:`route` gives the shortest such path; :func:`hop` generates one step of it: the target's latents
 denoised under the guide's context (Eq. 6, the guide clean), with classifier-free guidance.
 A step's output is decoded and encoded again to guide the next step, as a user chaining commands would.
+
+Image-to-image flows between CT and MRI take the spatial path instead when the model has it (``spatial_ct``,
+``spatial_mri`` from the spatial round): one hop straight to the target, whatever the sources (MRI -> CT,
+CT -> MRI, any subset of contrasts -> another contrast), the sources' latents at the denoiser's input and V_B of
+the first source in its cross-attention (:func:`spatial_hop`).
 """
 
 from collections import deque
@@ -14,7 +19,9 @@ from collections.abc import Callable
 import torch
 
 from medm2g_core.errors import InputError
+from medm2g_core.io.volume import MRI_CONTRASTS
 from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.models.spatial_guide import fill_slots, slot_of, spatial_input
 from medm2g_core.sampling.diffusion import SamplingConfig, Stream, sample
 from medm2g_core.sampling.guides import (
     MODALITIES,
@@ -79,6 +86,41 @@ def hop(
     return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
 
 
+def has_spatial_path(model: MedM2G, guides: list[tuple[str, Guide]], target: str, contrast: int | None) -> bool:
+    """Whether ``target`` can be made from these guides in one spatial hop (an MRI target needs its contrast)."""
+    return (f"spatial_{target}" in model and all(m in ("ct", "mri") for m, _ in guides)
+            and (target == "ct" or bool(contrast)))
+
+
+@torch.inference_mode()
+def spatial_hop(
+    model: MedM2G, guides: list[tuple[str, Guide]], target: str, config: SamplingConfig,
+    generators: list[torch.Generator], contrast: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The scaled latents [B, ...] of ``target`` with the guides' latents in the spatial path of ``spatial_<target>``
+    and, when the model has V_B for the first guide, its context in the cross-attention (else the null context)."""
+    require(model, f"spatial_{target}", "scheduler")
+    denoiser = model[f"spatial_{target}"]
+    device = denoiser.device
+    batch = len(generators)
+    named = [(slot_of(m, g.contrast), g.latent.to(device)) for m, g in guides]
+    names = [name for name, _ in named]
+    if len(set(names)) < len(names):
+        raise InputError(f"two inputs fill the same slot ({', '.join(names)}); give each contrast once")
+    if target == "mri" and contrast and MRI_CONTRASTS[contrast - 1] in names:
+        raise InputError(f"the target contrast {MRI_CONTRASTS[contrast - 1]} is one of the inputs")
+    spatial = spatial_input(target, *fill_slots(target, named))  # [B, S, h, w]
+    first, guide = guides[0]
+    if f"context_encoder_{first}" in model:
+        context = guide_context(model, first, guide.latent.to(device), guide.prompt.to(device), 0, generators)
+    else:
+        context = denoiser.null(batch)
+    labels = torch.full((batch,), contrast, dtype=torch.long, device=device) if target == "mri" else None
+    stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context, labels, spatial)
+    return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
+
+
 def regrow(model: MedM2G, modality: str, latents: torch.Tensor) -> Guide:
     """An intermediate of a route as the next guide: decoded, then encoded as an input would be."""
     if modality == "text":
@@ -93,7 +135,10 @@ def follow(
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """The latents [B, ...] of ``target`` from guides of one source modality, hop by hop along :func:`route`;
-    ``contrast`` labels an MRI target (intermediate MRI has none); ``progress`` follows the last hop."""
+    ``contrast`` labels an MRI target (intermediate MRI has none); ``progress`` follows the last hop. CT and MRI
+    targets from CT/MRI guides take the spatial path when the model has it."""
+    if has_spatial_path(model, guides, target, contrast):
+        return spatial_hop(model, guides, target, config, generators, contrast, progress)
     path = route(guides[0][0], target)
     for number, modality in enumerate(path[1:]):
         final = number == len(path) - 2

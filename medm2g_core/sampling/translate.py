@@ -94,10 +94,14 @@ def _generators(seed: int, indices: np.ndarray) -> list[torch.Generator]:
 def translate_slices(
     model: MedM2G, images: list[np.ndarray], source: str, options: TranslateOptions,
     generators: list[torch.Generator], progress: Callable[[int, int], None] | None = None,
+    contrasts: list[str | None] | None = None,
 ) -> np.ndarray:
-    """Slices of one or several sources (each [B, R, R] in [-1, 1]) -> target slices [B, R, R] in [-1, 1]."""
+    """Slices of one or several sources (each [B, R, R] in [-1, 1]; MRI ``contrasts`` per source, if known) ->
+    target slices [B, R, R] in [-1, 1]."""
     device = model["image_vae"].device
-    guides = [(source, image_guide(model, source, torch.from_numpy(x).to(device))) for x in images]
+    contrasts = contrasts or [None] * len(images)
+    guides = [(source, image_guide(model, source, torch.from_numpy(x).to(device), c))
+              for x, c in zip(images, contrasts, strict=True)]
     label = contrast_label(options.contrast) if options.target == "mri" else None
     latents = follow(model, guides, options.target, options.sampling, generators, label, progress)
     return decode_images(model, latents).cpu().numpy()
@@ -109,6 +113,7 @@ def translate_volume(
 ) -> Volume:
     """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic."""
     source = _check_sources(sources)
+    contrasts = [v.contrast for v in sources]
     resolution = image_resolution(model)
     stacks = [cut(v, resolution) for v in sources]
     kept = stacks[0].kept
@@ -117,13 +122,14 @@ def translate_volume(
     if options.target == "xray":
         middle = [len(kept) // 2]
         images = [s.images[middle] for s in stacks]
-        out = translate_slices(model, images, source, options, _generators(options.seed, kept[middle]), progress)
+        out = translate_slices(model, images, source, options, _generators(options.seed, kept[middle]), progress,
+                               contrasts)
         return _radiograph(out[0], sources[0], model, options)
     outputs = []
     for start in range(0, len(kept), options.batch_size):
         rows = slice(start, start + options.batch_size)
         outputs.append(translate_slices(model, [s.images[rows] for s in stacks], source, options,
-                                        _generators(options.seed, kept[rows])))
+                                        _generators(options.seed, kept[rows]), contrasts=contrasts))
         if progress:
             progress(min(start + options.batch_size, len(kept)), len(kept))
     return _on_grid(np.concatenate(outputs), stacks[0], sources, model, options)

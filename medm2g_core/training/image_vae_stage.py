@@ -169,7 +169,7 @@ class ImageVAEStage:
     def sample(self, folder: Path, step: int) -> None:
         """Originals (top row) over their reconstructions (bottom row), from val slices when there are any."""
         slices = self.dataset("val" if has_split(self.cache, "val", self.keys) else "train")
-        images = slices.images[evenly_spaced(PREVIEW_IMAGES, len(slices))]
+        images = slices.images[evenly_spaced(PREVIEW_IMAGES, len(slices.images))]  # a balanced set is longer
         posterior = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist
         reconstructions = self.vae.decode(posterior.mode()).sample.float().cpu()
         save_image_grid(torch.cat([images, reconstructions]), Path(folder) / f"{self.name}-{step:06d}.png",

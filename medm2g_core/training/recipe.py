@@ -20,6 +20,7 @@ from medm2g_core.models.text_vae import TextVAEConfig
 from medm2g_core.training.align_stage import AlignRecipe
 from medm2g_core.training.config_loading import from_dict
 from medm2g_core.training.cross_stage import CrossRecipe
+from medm2g_core.training.spatial_stage import SpatialRecipe
 from medm2g_core.training.stage import OptimConfig
 
 
@@ -73,6 +74,7 @@ class AblationRecipe:
     ca: bool = True  # off: the prompt encoders are not aligned (no InfoNCE)
     lcag: bool = True  # off: context encoders give only the adaptation f_B, not the guide's noisy latent z_t^B
     vi: bool = True  # off: no Barlow Twins term in the alignment
+    spatial: bool = False  # on: `train cross --all` ends with the spatial round (our extension, not in Table 7)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Recipe:
     text_ldm: TextLDMRecipe = field(default_factory=TextLDMRecipe)
     align: AlignRecipe = field(default_factory=AlignRecipe)
     cross: CrossRecipe = field(default_factory=CrossRecipe)
+    spatial: SpatialRecipe = field(default_factory=SpatialRecipe)
     ablation: AblationRecipe = field(default_factory=AblationRecipe)
 
 

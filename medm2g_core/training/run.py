@@ -10,6 +10,9 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from medm2g_core import __version__
 from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
 from medm2g_core.data.manifest import IMAGE_KEYS
@@ -91,6 +94,9 @@ def load_base(run: StageRun, needed: tuple[str, ...] = ()) -> MedM2G:
     if not run.base_model.is_dir():
         raise InputError(f"--model {run.base_model}: no such model folder")
     model = MedM2G.from_pretrained(run.base_model)
+    for component in model.components.values():  # training runs in fp32, also from an fp16-stored model
+        if isinstance(component, nn.Module) and any(p.dtype != torch.float32 for p in component.parameters()):
+            component.to(torch.float32)
     missing = [name for name in needed if name not in model]
     if missing:
         raise InputError(f"--model {run.base_model} has no {', '.join(missing)}; train that stage first")
@@ -219,10 +225,13 @@ def train_align(run: StageRun, vi: bool | None = None, ca: bool | None = None) -
 
 
 def train_cross(run: StageRun, round_name: str, lcag: bool | None = None) -> TrainResult:
-    """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``;
-    ``lcag`` overrides the recipe's ``[ablation]`` switch."""
+    """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``, or the
+    spatial round (``R = spatial``); ``lcag`` overrides the recipe's ``[ablation]`` switch."""
     from medm2g_core.training.cross_stage import CrossStage, required_components
+    from medm2g_core.training.spatial_stage import ROUND
 
+    if round_name == ROUND:
+        return train_spatial(run)
     base = load_base(run, required_components(round_name))  # before the cache is built: bad input writes nothing
     section = run.recipe.cross
     switches = {"lcag": run.recipe.ablation.lcag if lcag is None else lcag}
@@ -231,11 +240,25 @@ def train_cross(run: StageRun, round_name: str, lcag: bool | None = None) -> Tra
     return run_stage(run, stage, section.optim, base, switches)
 
 
-def train_cross_all(run: StageRun, lcag: bool | None = None) -> list[TrainResult]:
-    """``medm2g train cross --all``: the recipe's rounds in order, each in ``RUN/<round>`` on the previous model;
-    ``RUN/model`` is the final model."""
+def train_spatial(run: StageRun) -> TrainResult:
+    """``medm2g train cross --round spatial``: the spatial path of the CT and MRI denoisers (our extension)."""
+    from medm2g_core.training.spatial_stage import SpatialStage, required_components
+
+    base = load_base(run, required_components())
+    section = run.recipe.spatial
+    stage = SpatialStage(open_cache(run), base, section, run.recipe.diffusion, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base, {"spatial": True})
+
+
+def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | None = None) -> list[TrainResult]:
+    """``medm2g train cross --all``: the recipe's rounds in order, each in ``RUN/<round>`` on the previous model,
+    then the spatial round when ``spatial`` (default: the recipe's ``[ablation] spatial``); ``RUN/model`` is the
+    final model."""
+    from medm2g_core.training.spatial_stage import ROUND
+
+    spatial = run.recipe.ablation.spatial if spatial is None else spatial
     results, model = [], run.base_model
-    for round_name in run.recipe.cross.rounds:
+    for round_name in (*run.recipe.cross.rounds, *((ROUND,) if spatial else ())):
         step = replace(run, out=run.out / round_name, base_model=model)
         results.append(train_cross(step, round_name, lcag))
         model = step.out / "model"

@@ -1,0 +1,258 @@
+"""Stage: the spatial path of image-to-image flows (our extension of the paper; docs/METHOD.md, "Spatial path").
+
+The round trains ``spatial_ct`` and ``spatial_mri``: copies of the CT and MRI denoisers whose input also holds the
+sources' latents in fixed slots (:mod:`medm2g_core.models.spatial_guide`), widened with zero weights so that they
+start as the single-modal denoisers they come from. Every weight of the copies trains; the paper's denoisers,
+context encoders, VAEs and prompt encoders stay frozen and unchanged, so text -> CT and joint generation are
+exactly what the multi-flow rounds made them.
+
+Data: the paired brain slices of a split, one item per (case, slice) with its CT and every MRI contrast it has.
+Each step draws, per sample,
+
+* CT target: a random non-empty subset of the MRI contrasts present (each kept with probability 1/2);
+* MRI target: one present contrast as the target (its label goes to the contrast embedding) and a random
+  non-empty subset of CT and the other contrasts as sources: T2 + FLAIR -> T1, T1 -> CT, CT -> T2 and every
+  other combination are one model (the paper's Table 2 multi-source synthesis with any subset).
+
+The paper's cross-attention guidance (LCAG) stays in the flow: the cross-attention reads V_B of one present
+source (V_mri for an MRI source, V_ct for CT; at sampling, the first input), clean (t_B = 0), when the model has
+those context encoders. With probability ``cond_dropout`` the sample is unconditional (all slots absent and the
+null context), which is the unconditional half of classifier-free guidance at sampling.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+from torch.utils.data import Dataset
+
+from medm2g_core.data.cache import Cache
+from medm2g_core.errors import InputError
+from medm2g_core.io.atomic import write_text
+from medm2g_core.io.volume import MRI_CONTRASTS
+from medm2g_core.models.image_denoiser import ImageDenoiser, with_spatial_path
+from medm2g_core.models.image_vae import latent_means
+from medm2g_core.models.medm2g import MedM2G, export_component
+from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
+from medm2g_core.models.spatial_guide import spatial_channels, spatial_input
+from medm2g_core.training.guidance import tile_null
+from medm2g_core.training.pairs import Store, image_store, store_embeddings
+from medm2g_core.training.stage import OptimConfig
+
+TARGETS = ("ct", "mri")
+ROUND = "spatial"
+
+
+@dataclass
+class SpatialRecipe:
+    cond_dropout: float = 0.1  # unconditional samples (no source, null context): classifier-free guidance
+    keep_prob: float = 0.5  # each available source is kept with this probability (at least one always is)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def required_components() -> tuple[str, ...]:
+    return ("image_vae", "denoiser_ct", "denoiser_mri")
+
+
+class SlicePairs(Dataset):
+    """Item: the CT and every MRI contrast of one (case, slice): latents ``ct`` [C,h,w], ``mri`` [5,C,h,w],
+    prompt embeddings ``ct_prompt`` [E], ``mri_prompt`` [5,E], and ``have`` [6] (CT, then the contrasts)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["have"])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {name: value[index] for name, value in self.tensors.items()}
+
+
+class SpatialStage:
+    """Trains the spatial path of the CT and MRI denoisers on ``model`` (VAE, denoisers; context encoders if any)."""
+
+    def __init__(self, cache: Cache, model: MedM2G, config: SpatialRecipe, diffusion: DiffusionConfig,
+                 seed: int = 0) -> None:
+        missing = [name for name in required_components() if name not in model]
+        if missing:
+            raise InputError(f"the spatial round needs {', '.join(missing)} in --model (train those stages first)")
+        self.name = f"cross-{ROUND}"
+        self.cache, self.config, self.model = cache, config, model
+        self.vae = model["image_vae"].eval()
+        channels = self.vae.config.latent_channels
+        self.denoisers: dict[str, ImageDenoiser] = {}
+        for target in TARGETS:
+            name = f"spatial_{target}"
+            widened = spatial_channels(target, channels)
+            self.denoisers[target] = (model[name] if name in model
+                                      else with_spatial_path(model[f"denoiser_{target}"], widened))
+        self.context = {m: model[f"context_encoder_{m}"].eval() for m in TARGETS if f"context_encoder_{m}" in model}
+        self.prompt_encoders = {m: model[f"prompt_encoder_{m}"].eval() for m in TARGETS
+                                if f"prompt_encoder_{m}" in model and m in self.context}
+        if set(self.prompt_encoders) != set(self.context):  # V_B needs f_B's input, the prompt embedding
+            self.context = {}
+        for module in (self.vae, *self.context.values(), *self.prompt_encoders.values()):
+            module.requires_grad_(False)
+        self.scheduler = make_train_scheduler(diffusion)
+        self.seed = seed
+        self._datasets: dict[str, SlicePairs] = {}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {**{f"spatial_{t}": d for t, d in self.denoisers.items()},
+                **{f"context_encoder_{m}": v for m, v in self.context.items()},
+                **{f"prompt_encoder_{m}": e for m, e in self.prompt_encoders.items()}, "image_vae": self.vae}
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for d in self.denoisers.values() for p in d.parameters()]
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        return {f"spatial_{t}": d for t, d in self.denoisers.items()}
+
+    # ------------------------------------------------------------------------------------------------ data
+
+    @torch.no_grad()
+    def dataset(self, split: str) -> SlicePairs:
+        if split not in self._datasets:
+            stores = {m: image_store(self.cache, split, m) for m in TARGETS}
+            if any(store is None for store in stores.values()):
+                raise InputError(f"the spatial round needs CT and MRI slices of the same cases in split {split}")
+            self._datasets[split] = SlicePairs(self._grid(stores["ct"], stores["mri"]))
+        return self._datasets[split]
+
+    def _latents(self, store: Store, rows: np.ndarray) -> torch.Tensor:
+        images = store.tensors["image"][torch.from_numpy(rows)]
+        return latent_means(self.vae, images) * self.vae.config.scaling_factor  # [M, C, h, w]
+
+    def _embeddings(self, modality: str, store: Store, rows: np.ndarray) -> torch.Tensor:
+        picked = Store(store.modality, {"image": store.tensors["image"][torch.from_numpy(rows)]}, store.case[rows],
+                       store.slice[rows])
+        return store_embeddings(self.prompt_encoders[modality], picked)
+
+    def _grid(self, ct: Store, mri: Store) -> dict[str, torch.Tensor]:
+        """One row per CT slice that has at least one MRI contrast at the same (case, slice); only those slices are
+        encoded (chest CT slices have no MRI partner)."""
+        rows = {(int(c), int(s)): n for n, (c, s) in enumerate(zip(ct.case, ct.slice, strict=True))}
+        slots = np.full((len(ct), len(MRI_CONTRASTS)), -1)
+        for n, (c, s, label) in enumerate(zip(mri.case, mri.slice, mri.tensors["label"].tolist(), strict=True)):
+            if (int(c), int(s)) in rows:
+                slots[rows[(int(c), int(s))], label - 1] = n
+        keep = np.flatnonzero((slots >= 0).any(axis=1))
+        if len(keep) == 0:
+            raise InputError("no case holds CT and MRI slices at the same positions")
+        slots = slots[keep]
+        used = np.unique(slots[slots >= 0])  # MRI rows to encode
+        position = np.zeros(len(mri), np.int64)
+        position[used] = np.arange(len(used))
+        index = torch.from_numpy(position[np.clip(slots, 0, None)])  # [N, 5] rows of the encoded MRI slices
+        have = torch.cat([torch.ones(len(keep), 1, dtype=torch.bool), torch.from_numpy(slots >= 0)], dim=1)
+        tensors = {"ct": self._latents(ct, keep), "mri": self._latents(mri, used)[index], "have": have}
+        if self.prompt_encoders:
+            tensors |= {"ct_prompt": self._embeddings("ct", ct, keep),
+                        "mri_prompt": self._embeddings("mri", mri, used)[index]}
+        return tensors
+
+    # ------------------------------------------------------------------------------------------------ loss
+
+    def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        total, metrics = 0.0, {}
+        for target in TARGETS:
+            value = self.target_loss(batch, target, generator)
+            total = total + value
+            metrics[f"mse_{target}"] = value.item()
+        return total, metrics
+
+    def _draw(self, batch: dict, target: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per sample: the target latent and contrast label, the sources kept [B, S] and the primary source."""
+        have = batch["have"].cpu()  # [B, 6]: CT, T1, T1ce, T2, FLAIR, PD
+        size = have.shape
+        if target == "ct":
+            goal, label = 0, None
+            available = have.clone()
+            available[:, 0] = False
+        else:  # a present contrast is the target; it cannot be a source
+            scores = torch.rand((size[0], size[1] - 1), generator=generator) * have[:, 1:]
+            goal = 1 + scores.argmax(dim=1)  # [B] column of the target contrast
+            label = goal  # contrast labels are 1 + index in MRI_CONTRASTS, as the columns
+            available = have.clone()
+            available[torch.arange(size[0]), goal] = False
+        kept = (torch.rand(size, generator=generator) < self.config.keep_prob) & available
+        fallback = (torch.rand(size, generator=generator) * available).argmax(dim=1)  # one random available source
+        none = ~kept.any(dim=1)
+        kept[none, fallback[none]] = True
+        primary = (torch.rand(size, generator=generator) * kept).argmax(dim=1)  # [B] the source V_B reads
+        return {"goal": goal, "label": label, "kept": kept, "primary": primary}
+
+    def target_loss(self, batch: dict, target: str, generator: torch.Generator, shuffle: bool = False,
+                    cond_dropout: float | None = None) -> torch.Tensor:
+        """eps-MSE of ``target`` under its spatial guide (``shuffle``: every source from another sample)."""
+        denoiser = self.denoisers[target]
+        device = denoiser.device
+        draw = self._draw(batch, target, generator)
+        everything = torch.cat([batch["ct"][:, None], batch["mri"]], dim=1).to(device)  # [B, 6, C, h, w]
+        rows = torch.arange(len(everything))
+        z0 = everything[:, 0] if target == "ct" else everything[rows, draw["goal"]]
+        sources = torch.roll(everything, 1, dims=0) if shuffle else everything
+        kept = draw["kept"] if target == "mri" else draw["kept"][:, 1:]
+        slots = sources if target == "mri" else sources[:, 1:]
+        spatial = spatial_input(target, slots, kept.to(device))
+        context = self._context(batch, draw["primary"], shuffle)
+        dropout = self.config.cond_dropout if cond_dropout is None else cond_dropout
+        dropped = (torch.rand(len(z0), generator=generator) < dropout).to(device)
+        spatial = spatial.masked_fill(dropped[:, None, None, None], 0.0)
+        if context is None:
+            context = denoiser.null(len(z0))
+        null = tile_null(denoiser, len(z0), context.shape[1])
+        context = torch.where(dropped[:, None, None], null, context)
+        noise = randn_tensor(z0.shape, generator=generator, device=device, dtype=z0.dtype)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
+        kwargs = {} if draw["label"] is None else {"contrast": draw["label"].to(device)}
+        prediction = denoiser(self.scheduler.add_noise(z0, noise, t), t, context=context, spatial=spatial, **kwargs)
+        return F.mse_loss(prediction.float(), training_target(self.scheduler, z0, noise, t).float())
+
+    def _context(self, batch: dict, primary: torch.Tensor, shuffle: bool) -> torch.Tensor | None:
+        """V_B of each sample's primary source, clean (t_B = 0): V_ct for CT (column 0), V_mri for a contrast."""
+        if not self.context:
+            return None
+        order = torch.roll(torch.arange(len(primary)), 1) if shuffle else torch.arange(len(primary))
+        device = next(self.context["ct"].parameters()).device
+        rows = torch.arange(len(primary))
+        mri_column = (primary - 1).clamp(min=0)
+        zero = torch.zeros(len(primary), dtype=torch.long, device=device)
+        from_ct = self.context["ct"](batch["ct"][order].to(device), zero, batch["ct_prompt"][order].to(device))
+        from_mri = self.context["mri"](batch["mri"][order][rows, mri_column].to(device), zero,
+                                       batch["mri_prompt"][order][rows, mri_column].to(device))
+        return torch.where((primary == 0).to(device)[:, None, None], from_ct, from_mri)
+
+    # ---------------------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def guidance_gain(self, split: str, batches: int = 4, batch_size: int = 32) -> dict[str, dict]:
+        """Held-out eps-MSE with the real sources vs sources of another sample (same noise, no dropout)."""
+        data = self.dataset(split)
+        step = max(1, len(data) // (batches * batch_size))
+        results = {}
+        for target in TARGETS:
+            sums = {"real": 0.0, "shuffled": 0.0}
+            for n in range(batches):
+                rows = [((n * batch_size + i) * step) % len(data) for i in range(batch_size)]
+                batch = {name: value[rows] for name, value in data.tensors.items()}
+                for name, shuffle in (("real", False), ("shuffled", True)):
+                    generator = torch.Generator().manual_seed(self.seed + n)
+                    sums[name] += self.target_loss(batch, target, generator, shuffle, 0.0).item() / batches
+            results[target] = {**sums, "ratio": sums["real"] / sums["shuffled"]}
+        return results
+
+    def sample(self, folder: Path, step: int) -> None:
+        split = "val" if "val/ct" in self.cache.index["shards"] else "train"
+        write_text(Path(folder) / f"{self.name}-{step:06d}.json",
+                   json.dumps({"split": split, "guidance": self.guidance_gain(split, batches=2)}, indent=1) + "\n",
+                   overwrite=True)
+
+    def export(self, folder: Path) -> None:
+        for target, denoiser in self.denoisers.items():
+            export_component(denoiser, Path(folder) / f"spatial_{target}")

@@ -1,0 +1,155 @@
+"""The spatial path (our extension of the paper): zero-initialised input channels that start as the single-modal
+LDM, a round that teaches them to follow the sources, multi-source MRI synthesis with missing contrasts."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medm2g_core.data.cache import Cache, CacheConfig, build_cache
+from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, with_spatial_path
+from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.models.spatial_guide import SPATIAL_SLOTS, fill_slots, spatial_channels, spatial_input
+from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.sampling.translate import TranslateOptions, translate_slices
+from medm2g_core.training.recipe import load_recipe
+from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae
+from medm2g_core.training.spatial_stage import SpatialStage
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+RECIPE = load_recipe("micro")
+FAST = SamplingConfig(steps=10)
+
+
+def _options(target: str, contrast: str | None) -> TranslateOptions:
+    return TranslateOptions(target, contrast, FAST, seed=0)
+
+
+def test_zero_initialised_spatial_path_leaves_the_denoiser_unchanged():
+    torch.manual_seed(0)
+    config = ImageDenoiserConfig(block_out_channels=(16, 32), attention_head_dim=2, cross_attention_dim=16,
+                                 context_tokens=2, sample_size=8, norm_num_groups=8)
+    base = ImageDenoiser(**config.__dict__).eval()
+    widened = with_spatial_path(base, spatial_channels("mri", 4)).eval()
+    assert widened.config.spatial_channels == 6 * 5
+    latents, t = torch.randn(3, 4, 8, 8), torch.tensor([10, 500, 900])
+    spatial = torch.randn(3, 30, 8, 8)
+    contrast = torch.tensor([1, 3, 5])
+    with torch.no_grad():
+        before = base(latents, t, contrast=contrast)
+        assert torch.equal(widened(latents, t, contrast=contrast, spatial=spatial), before)
+        assert torch.equal(widened(latents, t, contrast=contrast), before)  # no source: zeros
+    with pytest.raises(ValueError, match="30 spatial channels"):
+        widened(latents, t, spatial=spatial[:, :5])
+
+
+def test_spatial_input_zeroes_absent_slots_and_marks_presence():
+    latents = torch.randn(2, 5, 3, 2, 2)
+    t1, flair = torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)
+    slots, present = fill_slots("mri", [("T1", t1), ("FLAIR", flair)])
+    assert present.tolist() == [[False, True, False, False, True, False]] * 2
+    layout = spatial_input("mri", slots, present).view(2, 6, 4, 2, 2)
+    assert torch.equal(layout[:, 1, :3], t1) and torch.equal(layout[:, 4, :3], flair)
+    assert torch.all(layout[:, 1, 3] == 1) and torch.all(layout[:, 0] == 0)
+    masked = spatial_input("ct", latents, torch.zeros(2, 5, dtype=torch.bool))
+    assert torch.all(masked == 0)
+    with pytest.raises(ValueError, match="cannot guide ct"):
+        fill_slots("ct", [("CT", t1)])
+    assert SPATIAL_SLOTS["ct"] == ("T1", "T1ce", "T2", "FLAIR", "PD")
+
+
+@pytest.fixture(scope="module")
+def spatial_world(tmp_path_factory) -> Path:
+    """12 brain cases, the micro VAE and CT/MRI LDMs, then the spatial round (no context encoders: null context)."""
+    root = tmp_path_factory.mktemp("spatial")
+    prepare_phantom(root / "phantom", PhantomConfig(cases=12, seed=4, tasks=("brain",), brain_slices=6,
+                                                    xray_pixels=64, brain_xray=False), workers=1)
+    build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
+    model = None
+
+    def run(name: str, steps: int) -> StageRun:
+        return StageRun(recipe=RECIPE, data=root / "cache", out=root / name, base_model=model, progress=False,
+                        steps=steps)
+
+    train_vae(run("vae", 60), "image")
+    model = root / "vae" / "model"
+    for modality in ("ct", "mri"):  # the spatial round trains every weight of its copies: the LDMs just seed them
+        train_ldm(run(f"ldm-{modality}", 1), modality)
+        model = root / f"ldm-{modality}" / "model"
+    result = train_cross(run("spatial", 200), "spatial")
+    assert result.steps == 200
+    return root
+
+
+def _brain_slices(cache: Cache, keys: tuple[str, ...], count: int) -> dict[str, np.ndarray]:
+    """``count`` slices of different cases where every key has the same (case, slice)."""
+    streams = {k: cache.stream("train", k) for k in keys}
+    positions = [set(zip(s["case"].tolist(), s["slice"].tolist(), strict=True)) for s in streams.values()]
+    common = sorted(set.intersection(*positions))
+    chosen, seen = [], set()
+    for case, index in common:
+        if case not in seen and index == 3:
+            chosen.append((case, index))
+            seen.add(case)
+    chosen = chosen[:count]
+    out = {}
+    for key, stream in streams.items():
+        lookup = {(int(c), int(s)): n for n, (c, s) in enumerate(zip(stream["case"], stream["slice"], strict=True))}
+        out[key] = np.stack([stream["images"][lookup[p]] for p in chosen])
+    return out
+
+
+def test_the_spatial_round_trains_only_its_copies_and_the_real_guide_wins(spatial_world):
+    base = MedM2G.from_pretrained(spatial_world / "ldm-mri" / "model")
+    model = MedM2G.from_pretrained(spatial_world / "spatial" / "model")
+    for name in ("denoiser_ct", "denoiser_mri", "image_vae"):  # the paper's parts are unchanged, bit for bit
+        before, after = base[name].state_dict(), model[name].state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.info["stage:cross-spatial"]["spatial"] is True
+    stage = SpatialStage(Cache.open(spatial_world / "cache"), model, RECIPE.spatial, RECIPE.diffusion)
+    gain = stage.guidance_gain("train", batches=2, batch_size=16)
+    assert gain["ct"]["ratio"] < 1.0 and gain["mri"]["ratio"] < 1.0, gain
+
+    slices = _brain_slices(Cache.open(spatial_world / "cache"), ("mr_t1", "ct"), 4)
+    truth = slices["ct"]
+    errors = {}
+    for name, guide in (("real", slices["mr_t1"]), ("shuffled", np.roll(slices["mr_t1"], 1, axis=0))):
+        generators = [torch.Generator().manual_seed(7 + i) for i in range(len(truth))]
+        made = translate_slices(model, [guide], "mri", _options("ct", None), generators, contrasts=["T1"])
+        errors[name] = float(np.mean((made - truth) ** 2))
+    assert errors["real"] < errors["shuffled"], errors
+
+
+def test_multi_source_synthesis_takes_any_subset_of_contrasts(spatial_world):
+    model = MedM2G.from_pretrained(spatial_world / "spatial" / "model")
+    slices = _brain_slices(Cache.open(spatial_world / "cache"), ("mr_t2", "mr_flair", "mr_t1"), 3)
+
+    def t1_from(*keys: str) -> np.ndarray:
+        generators = [torch.Generator().manual_seed(i) for i in range(3)]
+        contrasts = [k.removeprefix("mr_").upper().replace("T1CE", "T1ce") for k in keys]
+        return translate_slices(model, [slices[k] for k in keys], "mri", _options("mri", "T1"), generators,
+                                contrasts=contrasts)
+
+    both, t2_only = t1_from("mr_t2", "mr_flair"), t1_from("mr_t2")
+    assert both.shape == t2_only.shape == slices["mr_t1"].shape
+    assert np.isfinite(both).all() and np.isfinite(t2_only).all()
+    assert np.abs(both - t2_only).mean() > 1e-3  # FLAIR changes the result: it is read, not ignored
+    with pytest.raises(Exception, match="target contrast T1 is one of the inputs"):
+        translate_slices(model, [slices["mr_t1"]], "mri", _options("mri", "T1"),
+                         [torch.Generator().manual_seed(i) for i in range(3)], contrasts=["T1"])
+
+
+def test_a_second_input_on_another_grid_exits_2_and_writes_nothing(cli, tmp_path):
+    import nibabel as nib
+
+    data = np.random.default_rng(0).uniform(0, 500, (16, 16, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "t2.nii.gz")
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "flair.nii.gz")
+    out = tmp_path / "t1.nii.gz"
+    result = cli("translate", str(tmp_path / "t2.nii.gz"), str(tmp_path / "flair.nii.gz"), "--to", "mri",
+                 "--contrast", "T1", "--modality", "MR", "--out", str(out), "--steps", "2")
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "one grid" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flair.nii.gz", "t2.nii.gz"]

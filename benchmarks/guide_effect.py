@@ -36,11 +36,10 @@ VOLUME_FLOWS = {  # name: (source keys, target key, target, contrast)
     "CT -> MRI T2": (("ct",), "mr_t2", "mri", "T2"),
     "T2 + FLAIR -> T1": (("mr_t2", "mr_flair"), "mr_t1", "mri", "T1"),
 }
-MODALITY = {"ct": "CT"}
 
 
 def _read(manifest, record, key: str):
-    return read_volume(manifest.image_path(record, key), modality=MODALITY.get(key, "MR"))
+    return read_volume(manifest.image_path(record, key))  # the phantom's NIfTI headers say modality and contrast
 
 
 def volume_flow(model, manifest, records, flow, sampling: SamplingConfig) -> dict[str, float]:

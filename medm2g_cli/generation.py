@@ -22,7 +22,13 @@ from medm2g_core.sampling.diffusion import SCHEDULERS, SamplingConfig
 from medm2g_core.sampling.generate import GenerateOptions, as_volume, generate_images
 from medm2g_core.sampling.outputs import run_json_beside, run_record, write_run_json
 from medm2g_core.sampling.report import ReportOptions, write_report
-from medm2g_core.sampling.translate import TranslateOptions, assume_modality, provenance, translate_volume
+from medm2g_core.sampling.translate import (
+    TranslateOptions,
+    assume_modality,
+    check_sources,
+    provenance,
+    translate_volume,
+)
 
 MODEL_HELP = ("A MedM2G model: a local folder, a name from `medm2g weights import`, or a Hub id org/name[@revision] "
               "(from the Hugging Face cache; `medm2g weights download` fetches it). Default: the embedded model.")
@@ -93,6 +99,7 @@ def translate(
     out = out or _default_out(inputs[0], to if contrast is None else contrast.lower())
     check_output(out, overwrite=overwrite)
     sources = [_read(path, modality) for path in inputs]
+    check_sources(sources)  # before the model loads: a bad set of inputs costs nothing
     truth = read_volume(reference, modality={"ct": "CT", "mri": "MR", "xray": "XRAY"}[to]) if reference else None
     medm2g = open_model(model)
     with console.progress(f"translate to {to}") as update:

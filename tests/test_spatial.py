@@ -1,6 +1,7 @@
 """The spatial path (our extension of the paper): zero-initialised input channels that start as the single-modal
 LDM, a round that teaches them to follow the sources, multi-source MRI synthesis with missing contrasts."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +9,14 @@ import pytest
 import torch
 
 from medm2g_core.data.cache import Cache, CacheConfig, build_cache
+from medm2g_core.hub import load_model
+from medm2g_core.io.volume import Volume
 from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, with_spatial_path
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.spatial_guide import SPATIAL_SLOTS, fill_slots, spatial_channels, spatial_input
-from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+from medm2g_core.phantoms.world import PhantomConfig, make_case, prepare_phantom
 from medm2g_core.sampling.diffusion import SamplingConfig
-from medm2g_core.sampling.translate import TranslateOptions, translate_slices
+from medm2g_core.sampling.translate import TranslateOptions, translate_slices, translate_volume
 from medm2g_core.training.recipe import load_recipe
 from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae
 from medm2g_core.training.spatial_stage import SpatialStage
@@ -112,14 +115,25 @@ def test_the_spatial_round_trains_only_its_copies_and_the_real_guide_wins(spatia
     gain = stage.guidance_gain("train", batches=2, batch_size=16)
     assert gain["ct"]["ratio"] < 1.0 and gain["mri"]["ratio"] < 1.0, gain
 
-    slices = _brain_slices(Cache.open(spatial_world / "cache"), ("mr_t1", "ct"), 4)
-    truth = slices["ct"]
-    errors = {}
-    for name, guide in (("real", slices["mr_t1"]), ("shuffled", np.roll(slices["mr_t1"], 1, axis=0))):
-        generators = [torch.Generator().manual_seed(7 + i) for i in range(len(truth))]
-        made = translate_slices(model, [guide], "mri", _options("ct", None), generators, contrasts=["T1"])
-        errors[name] = float(np.mean((made - truth) ** 2))
-    assert errors["real"] < errors["shuffled"], errors
+
+
+def test_the_default_model_follows_its_guide_more_than_its_seed():
+    """MRI T1 -> CT through the shipped spatial path on two unseen phantom heads (fixed seeds): the real T1 gives a
+    CT closer to the truth than the other head's T1 does, and swapping the guide moves the output more than
+    swapping the seed. (On the micro recipe the translation margin is within noise; its eps-loss gain is above.)"""
+    model = load_model(None, device="cpu")
+    heads = [make_case("brain", seed, PhantomConfig(brain_slices=4, xray_pixels=64))[0] for seed in (101, 202)]
+    options = TranslateOptions("ct", sampling=FAST, seed=0)
+
+    def ct_from(t1: Volume, grid: Volume, seed: int = 0) -> np.ndarray:
+        moved = replace(t1, affine=grid.affine.copy())
+        return translate_volume(model, [moved], replace(options, seed=seed)).data
+
+    for own, other in ((0, 1), (1, 0)):
+        truth, t1 = heads[own]["ct"].data, heads[own]["mr_t1"]
+        real, shuffled = ct_from(t1, t1), ct_from(heads[other]["mr_t1"], t1)
+        assert np.abs(real - truth).mean() < 0.8 * np.abs(shuffled - truth).mean()
+        assert np.abs(real - shuffled).mean() > 2 * np.abs(real - ct_from(t1, t1, seed=1)).mean()
 
 
 def test_multi_source_synthesis_takes_any_subset_of_contrasts(spatial_world):
@@ -153,3 +167,12 @@ def test_a_second_input_on_another_grid_exits_2_and_writes_nothing(cli, tmp_path
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "one grid" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flair.nii.gz", "t2.nii.gz"]
+
+
+def test_the_spatial_round_refuses_a_model_without_both_denoisers(spatial_world, cli, tmp_path):
+    out = tmp_path / "run"
+    result = cli("--quiet", "train", "cross", "--round", "spatial", "--recipe", "micro", "--data",
+                 str(spatial_world / "cache"), "--model", str(spatial_world / "ldm-ct" / "model"), "--out", str(out))
+    assert result.exit_code == 2
+    assert "denoiser_mri" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

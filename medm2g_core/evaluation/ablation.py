@@ -50,11 +50,16 @@ COMPONENTS = ("image_vae", "text_vae", *(f"{part}_{m}" for part in ("denoiser", 
                                          for m in ("text", "xray", "ct", "mri")))
 
 
+SPATIAL_STAGE = "stage:cross-spatial"
+
+
 def switches(model: MedM2G) -> dict[str, bool | None]:
-    """CA / LCAG / VI as the model's training recorded them (None: not recorded, or the rounds disagree)."""
+    """CA / LCAG / VI as the model's training recorded them (None: not recorded, or the rounds disagree), and
+    whether it has the spatial path (our extension: the spatial round ran)."""
     align = model.info.get("stage:align", {})
-    rounds = {v.get("lcag") for k, v in model.info.items() if k.startswith("stage:cross-")}
-    return {"ca": align.get("ca"), "lcag": rounds.pop() if len(rounds) == 1 else None, "vi": align.get("vi")}
+    rounds = {v.get("lcag") for k, v in model.info.items() if k.startswith("stage:cross-") and k != SPATIAL_STAGE}
+    return {"ca": align.get("ca"), "lcag": rounds.pop() if len(rounds) == 1 else None, "vi": align.get("vi"),
+            "spatial": SPATIAL_STAGE in model.info}
 
 
 def training_cost(model: MedM2G) -> tuple[float | None, int]:

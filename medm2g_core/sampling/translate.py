@@ -74,7 +74,8 @@ def source_modality(volume: Volume) -> str:
     return MODALITY_OF[volume.modality]
 
 
-def _check_sources(sources: list[Volume]) -> str:
+def check_sources(sources: list[Volume]) -> str:
+    """The one modality of ``sources`` (several must be MRI contrasts on one grid); InputError otherwise."""
     if not sources:
         raise InputError("give at least one input image")
     kinds = {source_modality(v) for v in sources}
@@ -112,7 +113,7 @@ def translate_volume(
     progress: Callable[[int, int], None] | None = None,
 ) -> Volume:
     """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic."""
-    source = _check_sources(sources)
+    source = check_sources(sources)
     contrasts = [v.contrast for v in sources]
     resolution = image_resolution(model)
     stacks = [cut(v, resolution) for v in sources]

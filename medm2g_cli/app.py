@@ -6,8 +6,10 @@ one line on stderr; with it, the full traceback.
 
 import sys
 import traceback
+import warnings
 
 import typer
+from rich.markup import escape
 from typer import _click as click
 
 import medm2g_core
@@ -76,7 +78,7 @@ def _global_options(
 def _fail(message: str, code: int) -> int:
     if settings.debug:
         traceback.print_exc()
-    console.stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    console.stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return code
 
 
@@ -86,7 +88,10 @@ def run(argv: list[str] | None = None) -> int:
     settings.debug = "--debug" in args  # known before the parser runs, so parse errors honour it
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=args, prog_name="medm2g", standalone_mode=False)
+        with warnings.catch_warnings():
+            if not settings.debug:  # the readers' complaints about odd files: our notes and errors say what matters
+                warnings.filterwarnings("ignore", module=r"(pydicom|nibabel)(\.|$)")
+            result = command.main(args=args, prog_name="medm2g", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "")
         return 0
@@ -103,11 +108,14 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code)
     except BrokenPipeError:
         return 0
-    except Exception as exc:
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # also a Rust decoder's PanicException, which is no Exception
         if settings.debug:
             traceback.print_exc()
         console.stderr.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} "
+            "(rerun with --debug for the traceback)",
             markup=True, highlight=False, soft_wrap=True,
         )
         return 1

@@ -35,9 +35,9 @@ stdout = Console(highlight=False, soft_wrap=True)
 
 
 def say(message: str) -> None:
-    """A progress or status message for a person (stderr; silenced by ``--quiet``)."""
+    """A progress or status message for a person (stderr; silenced by ``--quiet``), printed as plain text."""
     if not settings.quiet:
-        stderr.print(message)
+        stderr.print(message, markup=False, soft_wrap=True)
 
 
 def emit_json(data: object) -> None:

@@ -42,5 +42,5 @@ def info(json_output: bool = typer.Option(False, "--json", help="Print the lists
     if json_output:
         console.emit_json(data)
         return
-    console.stdout.print(f"models ({data['models_dir']}): {', '.join(data['models']) or 'none yet'}")
-    console.stdout.print(f"recipes: {', '.join(data['recipes']) or 'none yet'}")
+    console.stdout.print(f"models ({data['models_dir']}): {', '.join(data['models']) or 'none yet'}", markup=False)
+    console.stdout.print(f"recipes: {', '.join(data['recipes']) or 'none yet'}", markup=False)

@@ -45,8 +45,8 @@ def describe(volume: Volume) -> dict:
 def _series_table(series: list) -> Table:
     table = Table("index", "series UID", "modality", "description", "files", title="Series", title_justify="left")
     for item in series:
-        table.add_row(str(item.index), item.series_instance_uid, item.modality or "", escape(item.description or ""),
-                      str(item.n_files))
+        table.add_row(str(item.index), item.series_instance_uid, escape(item.modality or ""),
+                      escape(item.description or ""), str(item.n_files))
     return table
 
 

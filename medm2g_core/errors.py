@@ -20,6 +20,10 @@ class OutputExistsError(InputError):
     """An output already exists and ``overwrite`` was not asked for."""
 
 
+class OutputError(InputError):
+    """An output cannot be written: a read-only or full file system, a folder without permission."""
+
+
 class DeviceError(InputError):
     """An explicitly requested device is not available (never silently replaced)."""
 

@@ -5,6 +5,7 @@ leaves neither a partial output nor a temporary file behind.
 """
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -12,17 +13,42 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from medm2g_core.errors import InputError, OutputExistsError
+from medm2g_core.errors import InputError, OutputError, OutputExistsError
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a write fails for the destination, wherever it happens
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Fail early (before any work) if ``path`` exists without ``overwrite`` or its folder is missing."""
+    """Fail early (before any work) if ``path`` exists without ``overwrite`` or its folder is missing or not
+    writable (a read-only mount, /sys, no permission): a file is created there and removed at once to find out."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
     if not path.parent.exists():
         raise InputError(f"output folder {path.parent} does not exist")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write into {path.parent} ({exc.strerror or exc})") from exc
     return path
+
+
+def _output_error(exc: OSError, path: Path, tmp: Path) -> OutputError | None:
+    """The one-line error for an OSError raised while writing ``tmp`` for ``path``; None if it is not about it."""
+    about = exc.filename is not None and str(exc.filename).startswith(str(tmp))
+    if about or exc.errno in FULL:
+        return OutputError(f"cannot write {path} ({exc.strerror or exc})")
+    return None
+
+
+def _normal_mode(folder: Path) -> None:
+    """Give a mkdtemp folder (created 0700) the mode a plain mkdir would: 0777 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
 
 
 def _temp_name(path: Path) -> str:
@@ -55,6 +81,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        error = _output_error(exc, path, tmp)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -86,7 +117,11 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     existing folder is moved aside first and deleted only after the new one is in place.
     """
     path = check_writable(path, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from exc
+    _normal_mode(tmp)
     old: Path | None = None
     try:
         yield tmp
@@ -101,6 +136,11 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
             os.replace(path, old)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        error = _output_error(exc, path, tmp)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
@@ -33,6 +34,7 @@ XRAY_MODALITIES = frozenset({"CR", "DX", "RF", "MG", "XA", "IO", "PX", "RG", "DF
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+PIXEL_TAGS = frozenset(tag_for_keyword(keyword) for keyword in PIXEL_KEYWORDS)
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 STUDY_KEYWORDS = ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription", "ReferringPhysicianName")
 # Patient Orientation letters as LPS unit vectors.
@@ -129,14 +131,29 @@ def _read(path: Path, defer: bool) -> tuple[Dataset, list[str]]:
         raise InputError(f"{path}: the file is empty (0 bytes)")
     defer_size = DEFER_SIZE if defer else None
     try:
-        if is_dicom(path):
-            return pydicom.dcmread(path, defer_size=defer_size), []
-        ds = pydicom.dcmread(path, force=True, defer_size=defer_size)
+        preamble = is_dicom(path)
+        ds = pydicom.dcmread(path, force=not preamble, defer_size=defer_size)
+        _parse_attributes(ds)
     except Exception as exc:  # pydicom raises many types for a broken file
         raise InputError(f"{path}: not a readable DICOM file ({_one_line(exc)})") from exc
+    notes = _default_syntax(path, ds)
+    if preamble:
+        return ds, notes
     _check_forced(path, ds)
-    return ds, [f"{path.name}: no DICOM preamble/File Meta; read with force=True after checking that it has "
-                "a SOP Class UID and pixel data"]
+    return ds, [*notes, f"{path.name}: no DICOM preamble/File Meta; read with force=True after checking that it "
+                "has a SOP Class UID and pixel data"]
+
+
+def _parse_attributes(ds: Dataset) -> None:
+    """Decode every attribute but the pixel data now: pydicom parses lazily, so a corrupt value (an unknown VR,
+    a broken sequence) would otherwise fail wherever it is first touched, deep inside the geometry code."""
+    for tag in list(ds.keys()):
+        if tag in PIXEL_TAGS:
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _parse_attributes(item)
 
 
 def _image(path: Path, ds: Dataset, notes: list[str]) -> _Image:
@@ -149,10 +166,16 @@ def _image(path: Path, ds: Dataset, notes: list[str]) -> _Image:
 def _check_forced(path: Path, ds: Dataset) -> None:
     if "SOPClassUID" not in ds or not any(key in ds for key in PIXEL_KEYWORDS):
         raise InputError(f"{path}: not a DICOM file (no 'DICM' preamble, and no SOP Class UID and pixel data)")
-    if "TransferSyntaxUID" not in ds.file_meta:
-        implicit, little = ds.original_encoding
-        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-        ds.file_meta.TransferSyntaxUID = syntax
+
+
+def _default_syntax(path: Path, ds: Dataset) -> list[str]:
+    """A file meta without a Transfer Syntax UID gets the one the dataset was read with (pixel data native)."""
+    if ds.file_meta.get("TransferSyntaxUID"):
+        return []
+    implicit, little = ds.original_encoding
+    syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    ds.file_meta.TransferSyntaxUID = syntax
+    return [f"{path.name}: no Transfer Syntax UID; read as {syntax.name}, the encoding of its attributes"]
 
 
 def _check_has_pixels(path: Path, ds: Dataset) -> None:
@@ -553,6 +576,9 @@ def _check_length(path: Path, ds: Dataset, syntax: UID) -> None:
         expected = get_expected_length(ds)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: incomplete image attributes ({_one_line(exc)})") from exc
+    if not isinstance(expected, int):  # a malformed IS value (e.g. NumberOfFrames '1A') stays a str in pydicom
+        raise InputError(f"{path}: invalid image attributes (Rows, Columns, NumberOfFrames, SamplesPerPixel or "
+                         f"BitsAllocated is not a number)")
     actual = len(ds.PixelData)
     if actual < expected:
         raise InputError(f"{path}: truncated file: {actual} of {expected} bytes of pixel data")
@@ -568,7 +594,9 @@ def _decode(image: _Image) -> np.ndarray:
         pixels = pixel_array(ds)
         if photometric == "PALETTE COLOR":
             pixels = apply_color_lut(pixels, ds)
-    except Exception as exc:  # pydicom and the plugins raise many types for corrupt data
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # many types for corrupt data; Rust plugins panic (a BaseException)
         hint = f"; more decoders: {CODECS_INSTALL}" if syntax.is_encapsulated else ""
         raise InputError(f"{path}: cannot decode the pixel data ({_one_line(exc)}){hint}") from exc
     if photometric == "PALETTE COLOR" or (_int(ds.get("SamplesPerPixel")) or 1) > 1:

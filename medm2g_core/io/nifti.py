@@ -1,7 +1,8 @@
 """NIfTI-1 read and write with the affine kept exactly and provenance in a header extension.
 
 Reading follows nibabel's affine precedence (sform when its code is set, else qform) and applies
-scl_slope/scl_inter. Writing stores the Volume's affine as both sform and qform (code 1, scanner), sets
+scl_slope/scl_inter. Writing stores the Volume's affine as both sform and qform (code 1, scanner; a sheared
+affine, which a qform quaternion cannot hold, as the sform alone with qform_code 0), sets
 the scl fields explicitly, says "SYNTHETIC" in the description of generated images, and keeps modality,
 units and provenance in a JSON comment extension that medm2g reads back.
 """
@@ -16,11 +17,12 @@ import numpy as np
 import medm2g_core
 from medm2g_core.errors import InputError
 from medm2g_core.io.atomic import atomic_path
-from medm2g_core.io.volume import SourceMeta, Volume
+from medm2g_core.io.volume import SourceMeta, Volume, shear
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _EXTENSION_CODE = 6  # "comment"
 _EXTENSION_TAG = "medm2g:"
+SHEAR_TOLERANCE = 1e-4  # |cos| between voxel axes; DICOM direction cosines carry ~1e-6 of rounding
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -75,6 +77,10 @@ def read_nifti(path: str | os.PathLike, frame: int | None = None, modality: str 
     meta = SourceMeta(format="nifti", path=str(path), notes=list(saved.get("notes", [])))
     if image.header.get_sform(coded=True)[1] == 0 and image.header.get_qform(coded=True)[1] == 0:
         meta.notes.append("no sform/qform: nibabel's fallback affine (voxel sizes only)")
+    if shear(affine) > SHEAR_TOLERANCE:
+        note = (f"sheared affine: voxel axes {np.degrees(np.arcsin(min(shear(affine), 1.0))):.2f} degrees off "
+                "perpendicular; only the sform holds it (a qform cannot)")
+        meta.notes += [note] if note not in meta.notes else []
     return Volume(
         data=data,
         affine=affine,
@@ -133,7 +139,8 @@ def to_nifti_image(volume: Volume, quantize: bool = False) -> nib.Nifti1Image:
     image = nib.Nifti1Image(stored, affine=None)
     header = image.header
     header.set_sform(volume.affine, code=1)
-    header.set_qform(volume.affine, code=1)
+    sheared = shear(volume.affine) > SHEAR_TOLERANCE  # qform code 0: viewers must not place it by the unsheared qform
+    header.set_qform(volume.affine, code=0 if sheared else 1)
     header.set_slope_inter(slope, inter)
     header.set_xyzt_units("mm", "sec")
     header["descrip"] = description(volume).encode("ascii", "replace")

@@ -94,6 +94,15 @@ class Volume:
         return new
 
 
+def shear(affine: np.ndarray) -> float:
+    """How far the voxel axes of ``affine`` are from perpendicular: the largest |cos| of the angle between two of
+    them (0 for any rotation + zooms + flip, which a NIfTI qform quaternion can hold; above ~1e-5 it cannot)."""
+    axes = np.asarray(affine, float)[:3, :3]
+    unit = axes / np.linalg.norm(axes, axis=0)
+    cosines = unit.T @ unit - np.eye(3)
+    return float(np.abs(cosines).max())
+
+
 def affine_from_dicom(
     row_cosine: np.ndarray, column_cosine: np.ndarray, pixel_spacing: tuple[float, float],
     origin_lps: np.ndarray, slice_step_lps: np.ndarray,

@@ -11,6 +11,7 @@ import warnings
 import typer
 from rich.markup import escape
 from typer import _click as click
+from typer.core import TyperOption
 
 import medm2g_core
 from medm2g_cli import console, demo, doctor, evaluate, generation, imaging, prepare, synthesize, train, weights
@@ -18,10 +19,22 @@ from medm2g_cli.console import settings
 from medm2g_core.devices import resolve_device, validate_device_spec
 from medm2g_core.errors import Medm2gError
 
+_display_type = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: click.Context) -> str | None:
+    """Help lists a flag (--overwrite, --json) without a "<bool>" type: it takes no value. Typer has no switch for
+    this, so its method is wrapped here, for this CLI's help only."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type
+
 app = typer.Typer(
     name="medm2g",
     help="Medical multi-modal generation (MedM2G): translate MRI to CT, write reports from X-rays, "
-    "draw X-rays from reports, synthesize MRI contrasts. Research software, not for diagnosis.",
+    "draw X-rays from reports, synthesize MRI contrasts. Research software, not for diagnosis.\n\n"
+    "The options below work before or after the command (`medm2g translate mri.nii.gz --to ct --device cpu`).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -82,9 +95,32 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+GLOBAL_FLAGS = frozenset({"--debug", "--quiet", "-q"})
+
+
+def globals_first(args: list[str]) -> list[str]:
+    """The global options moved before the command, wherever they were typed: `medm2g translate x --to ct
+    --device cpu` works like `medm2g --device cpu translate x --to ct`. No command has options of these names."""
+    front, rest, number = [], [], 0
+    while number < len(args):
+        arg = args[number]
+        if arg == "--":
+            rest += args[number:]
+            break
+        if arg in GLOBAL_FLAGS or arg.startswith("--device="):
+            front.append(arg)
+        elif arg == "--device" and number + 1 < len(args):
+            front += args[number:number + 2]
+            number += 1
+        else:
+            rest.append(arg)
+        number += 1
+    return front + rest
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code (never raises for expected failures)."""
-    args = sys.argv[1:] if argv is None else argv
+    args = globals_first(sys.argv[1:] if argv is None else argv)
     settings.debug = "--debug" in args  # known before the parser runs, so parse errors honour it
     command = typer.main.get_command(app)
     try:

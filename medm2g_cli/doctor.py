@@ -6,6 +6,8 @@ from rich.table import Table
 
 from medm2g_cli import console
 from medm2g_core import environment
+from medm2g_core.hub import DEFAULT_MODEL_DIR
+from medm2g_core.models.medm2g import MODEL_INDEX
 
 
 def doctor(json_output: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout.")) -> None:
@@ -35,6 +37,7 @@ def doctor(json_output: bool = typer.Option(False, "--json", help="Print the rep
 def info(json_output: bool = typer.Option(False, "--json", help="Print the lists as JSON on stdout.")) -> None:
     """The model folders and recipes available to ``--model`` and ``--recipe``."""
     data = {
+        "default_model": str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file() else None,
         "models": environment.available_models(),
         "models_dir": str(environment.models_dir()),
         "recipes": environment.available_recipes(),
@@ -42,5 +45,8 @@ def info(json_output: bool = typer.Option(False, "--json", help="Print the lists
     if json_output:
         console.emit_json(data)
         return
-    console.stdout.print(f"models ({data['models_dir']}): {', '.join(data['models']) or 'none yet'}", markup=False)
+    default = "built in (used when --model is not given)" if data["default_model"] else "missing: reinstall medm2g"
+    console.stdout.print(f"default model: {default}", markup=False)
+    console.stdout.print(f"models ({data['models_dir']}): {', '.join(data['models']) or 'none imported or downloaded'}",
+                         markup=False)
     console.stdout.print(f"recipes: {', '.join(data['recipes']) or 'none yet'}", markup=False)

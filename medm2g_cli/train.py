@@ -9,10 +9,12 @@ from medm2g_core.errors import InputError
 from medm2g_core.training.cross_stage import ROUNDS
 from medm2g_core.training.recipe import load_recipe
 from medm2g_core.training.run import (
+    ALL_STAGES,
     LDM_MODALITIES,
     VAE_MODALITIES,
     StageRun,
     train_align,
+    train_all,
     train_cross,
     train_cross_all,
     train_ldm,
@@ -20,7 +22,8 @@ from medm2g_core.training.run import (
 )
 from medm2g_core.training.trainer import TrainResult
 
-app = typer.Typer(help="Train the stages of MedM2G from TOML recipes (micro, phantom-tiny, paper).",
+app = typer.Typer(help="Train the stages of MedM2G from TOML recipes (micro, phantom-tiny, paper); `train all` "
+                  "runs every stage in order.",
                   no_args_is_help=True)
 
 RECIPE_HELP = "A shipped recipe (micro, phantom-tiny, paper; see `medm2g info`) or a path to a .toml file."
@@ -145,3 +148,34 @@ def cross(
         typer.echo(str(out / "model"))
         return
     _report(train_cross(run, round_name, lcag), out)
+
+
+@app.command("all")
+def all_stages(
+    recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Run folder: RUN/cache (built once from a manifest), RUN/<stage>/ "
+                             "for each stage, and RUN/model, the finished MedM2G folder."),
+    model: Path | None = typer.Option(None, "--model", help="A MedM2G folder to start from (default: nothing)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue: finished stages are kept, the interrupted one "
+                                "continues from its newest checkpoint, the rest run."),
+    steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP + " (per stage and round)"),
+) -> None:
+    """Train every stage in order, each on the model of the one before: the image VAE, the X-ray, CT and MRI
+    LDMs, the text VAE and LDM, central alignment, then the cross-guided rounds (and the spatial round when the
+    recipe's [ablation] spatial is on). Interrupted? Rerun with --resume.
+
+    Example: `medm2g train all --recipe phantom-tiny --data data/phantom --out runs/all`
+    """
+    run = _stage_run(recipe, data, out, model, resume, steps)
+
+    def announce(index: int, name: str, skipped: bool) -> None:
+        console.say(f"[{index + 1}/{len(ALL_STAGES)}] {name}: " + ("finished before, kept" if skipped else
+                                                                 f"training in {out / name}"))
+
+    done = train_all(run, announce)
+    results = [r for stage in done.values() for r in stage]
+    console.say(f"{len(done)} stage(s) trained now, {sum(r.steps for r in results)} steps in "
+                f"{sum(r.wall_s for r in results):.0f} s")
+    typer.echo(str(out / "model"))
+

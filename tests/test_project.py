@@ -13,7 +13,8 @@ def _readme_commands() -> list[str]:
 
 def test_readme_has_exactly_two_setup_commands():
     install, tests = _readme_commands()
-    assert "pip install torch==2.13.0 &&" in install  # CPU torch first, never a CUDA pull
+    assert "pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu &&" in install  # CPU
+    assert "pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu &&" in tests  # torch
     assert install.split("&&")[-1].strip() == "medm2g demo"  # the main job, on the embedded default model
     assert tests.rstrip().endswith("pytest")
 

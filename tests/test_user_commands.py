@@ -153,8 +153,8 @@ def test_synthesize_dataset_resumes_after_a_kill_without_duplicates_or_gaps(tmp_
     again = _synthesize(fresh)
     again.communicate(timeout=600)
     for case in ("synth-000000", "synth-000005"):  # the same seed per case whether resumed or not
-        a = np.asarray(nib.load(out / "cases" / case / "xray.nii.gz").dataobj)
-        b = np.asarray(nib.load(fresh / "cases" / case / "xray.nii.gz").dataobj)
+        a = np.asarray(nib.load(out / "cases" / case / "xray_synthetic.nii.gz").dataobj)
+        b = np.asarray(nib.load(fresh / "cases" / case / "xray_synthetic.nii.gz").dataobj)
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 

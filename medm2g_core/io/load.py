@@ -14,7 +14,7 @@ from medm2g_core.io.dicom_write import write_dicom_series
 from medm2g_core.io.nifti import is_nifti, read_nifti, write_nifti
 from medm2g_core.io.preview import write_preview
 from medm2g_core.io.raster import is_raster, read_raster
-from medm2g_core.io.volume import MODALITIES, Volume
+from medm2g_core.io.volume import MODALITIES, Volume, canonical_modality
 
 OUTPUT_FORMATS = ("nifti", "dicom", "png")
 
@@ -45,6 +45,7 @@ def read_volume(
     """
     path = Path(path)
     kind = input_format(path)
+    modality = canonical_modality(modality)
     if modality is not None and modality not in MODALITIES:
         raise InputError(f"--modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
     if series is not None and kind != "dicom":

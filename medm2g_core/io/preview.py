@@ -215,11 +215,13 @@ def preview_scale(shape: tuple[int, ...], min_side: int = MIN_PREVIEW_SIDE) -> i
 
 def write_preview(
     volume: Volume, path: str | os.PathLike, preset: str | None = None, overwrite: bool = False,
-    n_slices: int = 16, min_side: int = MIN_PREVIEW_SIDE,
+    n_slices: int = 16, min_side: int = MIN_PREVIEW_SIDE, label: bool = True,
 ) -> Path:
     """Write the :func:`montage` of ``volume`` as a PNG, atomically; synthetic images are labelled. A montage
     under ``min_side`` pixels a side is enlarged by pixel replication (:func:`preview_scale`): a 64-px generated
-    film is shown at 256 px, its SYNTHETIC label in a corner rather than across it (0: never enlarged)."""
+    film is shown at 256 px, its SYNTHETIC label in a corner rather than across it (0: never enlarged).
+    ``label=False`` (training corpora, whose pixels a burned-in label would teach) keeps the marking in the PNG's
+    text chunks only."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InputError(f"{path}: a preview is written as PNG; the name must end in .png")
@@ -228,7 +230,7 @@ def write_preview(
     factor = preview_scale(pixels.shape, min_side)
     image = Image.fromarray(pixels).resize((pixels.shape[1] * factor, pixels.shape[0] * factor),
                                            Image.Resampling.NEAREST)
-    if volume.synthetic:
+    if volume.synthetic and label:
         _burn_label(image, "SYNTHETIC")
     with atomic_path(path, overwrite) as tmp:
         image.save(tmp, format="PNG", pnginfo=_png_text(volume))

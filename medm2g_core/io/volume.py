@@ -14,6 +14,27 @@ from medm2g_core.errors import InputError
 
 MODALITIES = ("CT", "MR", "XRAY", "OT")
 MRI_CONTRASTS = ("T1", "T1ce", "T2", "FLAIR", "PD")
+_SPELLINGS = {"mri": "MR", "x-ray": "XRAY", "cxr": "XRAY"}  # what users type for the stored modality names
+TARGET_SPELLINGS = {"mr": "mri", "x-ray": "xray", "cxr": "xray"}  # and for the model's image modalities
+
+
+def canonical_modality(name: str | None) -> str | None:
+    """A stored modality (CT, MR, XRAY) however it is spelled: ct, MRI, x-ray ... (unknown names pass through)."""
+    if name is None:
+        return None
+    return _SPELLINGS.get(name.strip().lower(), name.strip().upper())
+
+
+def canonical_target(name: str) -> str:
+    """A model image modality (ct, mri, xray) however it is spelled: CT, MR, X-ray ... (unknown names pass)."""
+    return TARGET_SPELLINGS.get(name.strip().lower(), name.strip().lower())
+
+
+def canonical_contrast(name: str | None) -> str | None:
+    """An MRI contrast as stored (T1, T1ce, T2, FLAIR, PD) however it is spelled: t1ce, flair, Pd ..."""
+    if name is None:
+        return None
+    return {c.lower(): c for c in MRI_CONTRASTS}.get(name.strip().lower(), name)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 

@@ -16,7 +16,7 @@ import torch
 
 from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, IntensityMap
 from medm2g_core.errors import InputError
-from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume
+from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume, canonical_contrast, canonical_target
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.sampling.diffusion import SamplingConfig, Stream, sample
@@ -42,7 +42,9 @@ class GenerateOptions:
     seed: int = 0
     joint: bool = True  # several modalities: denoise them together (False: each on its own from the text)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # any spelling of the names (CT, MRI, X-ray, flair) is taken
+        object.__setattr__(self, "modalities", tuple(canonical_target(m) for m in self.modalities))
+        object.__setattr__(self, "contrast", canonical_contrast(self.contrast))
         unknown = [m for m in self.modalities if m not in IMAGE_MODALITIES]
         if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise InputError(f"--modality takes distinct values from {', '.join(IMAGE_MODALITIES)}; "

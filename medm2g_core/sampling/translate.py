@@ -18,7 +18,7 @@ import torch
 import medm2g_core
 from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, IntensityMap
 from medm2g_core.errors import InputError
-from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume
+from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume, canonical_contrast, canonical_target
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.phantoms.drr import DETECTOR_SIZE_MM
@@ -41,7 +41,9 @@ class TranslateOptions:
     seed: int = 0
     batch_size: int = 32  # slices per batch (x2 with guidance)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # any spelling of the names (CT, Mri, t1ce, flair) is taken
+        object.__setattr__(self, "target", canonical_target(self.target))
+        object.__setattr__(self, "contrast", canonical_contrast(self.contrast))
         if self.target not in TARGETS:
             raise InputError(f"--to must be one of {', '.join(TARGETS)}; got {self.target!r}")
         if self.contrast is not None and self.contrast not in MRI_CONTRASTS:
@@ -112,7 +114,8 @@ def translate_volume(
     model: MedM2G, sources: list[Volume], options: TranslateOptions,
     progress: Callable[[int, int], None] | None = None,
 ) -> Volume:
-    """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic."""
+    """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic.
+    ``progress(done, total)`` counts denoising steps over all batches of slices."""
     source = check_sources(sources)
     contrasts = [v.contrast for v in sources]
     resolution = image_resolution(model)
@@ -126,14 +129,22 @@ def translate_volume(
         out = translate_slices(model, images, source, options, _generators(options.seed, kept[middle]), progress,
                                contrasts)
         return _radiograph(out[0], sources[0], model, options)
-    outputs = []
-    for start in range(0, len(kept), options.batch_size):
+    outputs, starts = [], range(0, len(kept), options.batch_size)
+    steps = options.sampling.steps
+    for number, start in enumerate(starts):
         rows = slice(start, start + options.batch_size)
         outputs.append(translate_slices(model, [s.images[rows] for s in stacks], source, options,
-                                        _generators(options.seed, kept[rows]), contrasts=contrasts))
-        if progress:
-            progress(min(start + options.batch_size, len(kept)), len(kept))
+                                        _generators(options.seed, kept[rows]), _steps(progress, number, len(starts),
+                                                                                      steps), contrasts))
     return _on_grid(np.concatenate(outputs), stacks[0], sources, model, options)
+
+
+def _steps(progress: Callable[[int, int], None] | None, batch: int, batches: int, steps: int,
+           ) -> Callable[[int, int], None] | None:
+    """Denoising-step progress of one batch of slices as progress over every batch of the volume."""
+    if progress is None:
+        return None
+    return lambda done, _: progress(batch * steps + done, batches * steps)
 
 
 def output_mapping(target: str, sources: list[Volume], stack: SliceStack) -> tuple[IntensityMap, float]:

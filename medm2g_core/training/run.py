@@ -7,6 +7,7 @@ folder as its ``--model``, so ``train vae`` -> ``train ldm`` chains without copy
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -265,3 +266,49 @@ def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | Non
     final = MedM2G.from_pretrained(model)
     final.save_pretrained(run.out / "model", overwrite=True)
     return results
+
+
+ALL_STAGES = ("vae-image", "ldm-xray", "ldm-ct", "ldm-mri", "vae-text", "ldm-text", "align", "cross")
+
+
+def stage_done(folder: Path) -> bool:
+    """A stage folder whose run finished: its record and its complete model folder are written (in that order)."""
+    return (folder / "run.json").is_file() and (folder / "model" / MODEL_INDEX).is_file()
+
+
+def _one_of_all(run: StageRun, name: str) -> list[TrainResult]:
+    kind, _, modality = name.partition("-")
+    if kind == "vae":
+        return [train_vae(run, modality)]
+    if kind == "ldm":
+        return [train_ldm(run, modality)]
+    if kind == "align":
+        return [train_align(run)]
+    results = train_cross_all(run)
+    write_text(run.out / "run.json", json.dumps({"medm2g": __version__, "command": "train cross --all",
+                                                 "rounds": [r.steps for r in results]}, indent=2) + "\n",
+               overwrite=True)
+    return results
+
+
+def train_all(run: StageRun, announce: Callable[[int, str, bool], None] | None = None,
+              ) -> dict[str, list[TrainResult]]:
+    """``medm2g train all``: every stage of the recipe in order, each in ``RUN/<stage>`` on the previous stage's
+    model (the chain of the single commands), then ``RUN/model``. The data is cached once (``RUN/cache``). With
+    ``run.resume`` finished stages are kept and the interrupted one continues from its newest checkpoint.
+    ``announce(index, name, skipped)`` is told of each stage before it starts."""
+    if not run.resume and run.out.exists() and any(run.out.iterdir()):
+        raise InputError(f"--out {run.out} is not empty; pass --resume to continue that run, or choose another folder")
+    data = open_cache(replace(run, out=run.out)).root
+    model, done = run.base_model, {}
+    for index, name in enumerate(ALL_STAGES):
+        folder = run.out / name
+        skipped = stage_done(folder)
+        if announce:
+            announce(index, name, skipped)
+        if not skipped:
+            done[name] = _one_of_all(replace(run, data=data, out=folder, base_model=model), name)
+        model = folder / "model"
+    MedM2G.from_pretrained(model).save_pretrained(run.out / "model", overwrite=True)
+    return done
+

@@ -35,7 +35,8 @@ class _Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
-@pytest.mark.parametrize("task", ["mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-generation"])
+@pytest.mark.parametrize("task", ["mri-to-ct", "report", *(pytest.param(task, marks=pytest.mark.slow) for task in
+                                                             ("mri-synthesis", "text-to-image", "xray-generation"))])
 def test_every_task_writes_tables_pages_and_baselines(world, cli, tmp_path, task):
     out = tmp_path / task
     result = cli("--quiet", "evaluate", task, "--data", str(world / "cache"), "--out", str(out), "--split",

@@ -265,6 +265,7 @@ def test_cross_errors_are_one_line_exit_2(world, aligned, cli, tmp_path):
 # ---------------------------------------------------------------------------------------------- ablation
 
 
+@pytest.mark.slow  # trains and scores four variants (~1 min): CI runs it with -m slow
 def test_ablation_scores_variants_with_their_recorded_switches(world, aligned, crossed, cli, tmp_path):
     """Table 7 on two variants trained from the same alignment: the full model and one without LCAG."""
     ablated = tmp_path / "no-lcag"

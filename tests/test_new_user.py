@@ -141,6 +141,7 @@ def test_corpus_pixels_carry_no_burned_in_label(cli, tmp_path):
     assert row["file_name"].endswith("xray_synthetic.png") and row["synthetic"] is True
 
 
+@pytest.mark.slow  # every stage at micro scale, twice (~1 min): CI runs it with -m slow
 def test_train_all_runs_every_stage_and_resumes(cli, tmp_path):
     prepare_phantom(tmp_path / "phantom", PhantomConfig(cases=12, brain_slices=4, xray_pixels=64), workers=1)
     common = ("train", "all", "--recipe", "micro", "--data", str(tmp_path / "phantom"), "--out",

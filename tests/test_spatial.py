@@ -104,6 +104,7 @@ def _brain_slices(cache: Cache, keys: tuple[str, ...], count: int) -> dict[str, 
     return out
 
 
+@pytest.mark.slow  # trains the micro spatial round (~1.5 min): CI runs it with -m slow
 def test_the_spatial_round_trains_only_its_copies_and_the_real_guide_wins(spatial_world):
     base = MedM2G.from_pretrained(spatial_world / "ldm-mri" / "model")
     model = MedM2G.from_pretrained(spatial_world / "spatial" / "model")
@@ -136,6 +137,7 @@ def test_the_default_model_follows_its_guide_more_than_its_seed():
         assert np.abs(real - shuffled).mean() > 2 * np.abs(real - ct_from(t1, t1, seed=1)).mean()
 
 
+@pytest.mark.slow  # trains the micro spatial round (~1.5 min): CI runs it with -m slow
 def test_multi_source_synthesis_takes_any_subset_of_contrasts(spatial_world):
     model = MedM2G.from_pretrained(spatial_world / "spatial" / "model")
     slices = _brain_slices(Cache.open(spatial_world / "cache"), ("mr_t2", "mr_flair", "mr_t1"), 3)
@@ -169,6 +171,7 @@ def test_a_second_input_on_another_grid_exits_2_and_writes_nothing(cli, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flair.nii.gz", "t2.nii.gz"]
 
 
+@pytest.mark.slow  # trains the micro spatial round (~1.5 min): CI runs it with -m slow
 def test_the_spatial_round_refuses_a_model_without_both_denoisers(spatial_world, cli, tmp_path):
     out = tmp_path / "run"
     result = cli("--quiet", "train", "cross", "--round", "spatial", "--recipe", "micro", "--data",

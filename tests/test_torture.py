@@ -122,7 +122,8 @@ def test_sheared_affine_keeps_the_sform_and_drops_the_qform(capsys, tmp_path):
 def test_torture_subset_never_crashes(tmp_path):
     files = torture.wheel_files()
     assert len(files) > 150  # pydicom + pydicom-data + nibabel test data are all installed
-    subset = random.Random(1).sample(files, 30)
+    small = [f for f in files if f.stat().st_size < 1_000_000]  # the benchmark takes the large ones too
+    subset = random.Random(1).sample(small, 24)
     damaged = torture.mutants(subset, 1, tmp_path / "mutants", seed=1)
     outcomes = torture.torture(subset + damaged, tmp_path / "out")
     crashes = [(o.command, o.source, o.code, o.stderr[-300:]) for o in outcomes if o.verdict == "crash"]

@@ -62,14 +62,11 @@ def _read(path: Path, modality: str | None) -> Volume:
 
 
 def _default_out(first: Path, suffix: str) -> Path:
-    name = first.name
-    for ext in (".nii.gz", ".nii", ".dcm", ".png", ".jpg"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-    return first.with_name(f"{name}_{suffix}.nii.gz")
+    return first.with_name(f"{_case_name(first)}_{suffix}.nii.gz")
 
 
 def _case_name(path: Path) -> str:
+    """The input's name without its image extension: out names are built from it."""
     name = path.name
     for ext in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg"):
         if name.lower().endswith(ext):
@@ -81,13 +78,14 @@ def batch_cases(folder: Path) -> list[Path]:
     """The cases of a batch folder: every NIfTI/DICOM/PNG file in it and every subfolder (a DICOM series)."""
     if not folder.is_dir():
         raise InputError(f"--batch takes one folder of cases; {folder} is not a folder")
-    cases = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or input_format_ok(p)))
+    cases = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or _readable(p)))
     if not cases:
         raise InputError(f"{folder}: no cases in it (NIfTI, DICOM or PNG files, or DICOM series folders)")
     return cases
 
 
-def input_format_ok(path: Path) -> bool:
+def _readable(path: Path) -> bool:
+    """Whether ``path`` has a format medm2g reads (by its name and first bytes; the content is checked later)."""
     try:
         input_format(path)
     except InputError:
@@ -196,7 +194,8 @@ def _translate_batch(folder: Path, out: Path, suffix: str, modality: str | None,
     check_writable(out / "batch.json", overwrite=True)
     medm2g = open_model(model)
     rows, written = [], []
-    with console.progress(f"translate {len(cases)} cases to {options.target}") as update:
+    title = f"translate {len(cases)} cases to {options.target}"
+    with console.progress(title) as update:
         for number, case in enumerate(cases):
             target = out / f"{_case_name(case)}_{suffix}.nii.gz"
             began = time.perf_counter()
@@ -217,7 +216,7 @@ def _translate_batch(folder: Path, out: Path, suffix: str, modality: str | None,
                         "error": f"internal error: {type(exc).__name__}: {exc}" if internal else str(exc)}
             row["seconds"] = round(time.perf_counter() - began, 2)
             rows.append(row)
-            update(number + 1, len(cases))
+            update(number + 1, len(cases), title)
             if json_output:
                 console.emit_json_line(row)
             else:

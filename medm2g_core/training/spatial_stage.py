@@ -215,18 +215,25 @@ class SpatialStage:
         return F.mse_loss(prediction.float(), training_target(self.scheduler, z0, noise, t).float())
 
     def _context(self, batch: dict, primary: torch.Tensor, shuffle: bool) -> torch.Tensor | None:
-        """V_B of each sample's primary source, clean (t_B = 0): V_ct for CT (column 0), V_mri for a contrast."""
+        """V_B of each sample's primary source, clean (t_B = 0): V_ct for CT (column 0), V_mri for a contrast. Each
+        encoder runs only on the samples whose primary source it reads."""
         if not self.context:
             return None
-        order = torch.roll(torch.arange(len(primary)), 1) if shuffle else torch.arange(len(primary))
+        source = torch.roll(torch.arange(len(primary)), 1) if shuffle else torch.arange(len(primary))
         device = next(self.context["ct"].parameters()).device
-        rows = torch.arange(len(primary))
-        mri_column = (primary - 1).clamp(min=0)
-        zero = torch.zeros(len(primary), dtype=torch.long, device=device)
-        from_ct = self.context["ct"](batch["ct"][order].to(device), zero, batch["ct_prompt"][order].to(device))
-        from_mri = self.context["mri"](batch["mri"][order][rows, mri_column].to(device), zero,
-                                       batch["mri_prompt"][order][rows, mri_column].to(device))
-        return torch.where((primary == 0).to(device)[:, None, None], from_ct, from_mri)
+        parts, reads_ct = [], primary == 0
+        for modality, rows in (("ct", reads_ct.nonzero().flatten()), ("mri", (~reads_ct).nonzero().flatten())):
+            if not len(rows):
+                continue
+            picked = source[rows] if modality == "ct" else (source[rows], primary[rows] - 1)  # MRI: (sample, column)
+            zero = torch.zeros(len(rows), dtype=torch.long, device=device)
+            parts.append((rows, self.context[modality](batch[modality][picked].to(device), zero,
+                                                       batch[f"{modality}_prompt"][picked].to(device))))
+        first = parts[0][1]
+        context = first.new_empty(len(primary), *first.shape[1:])  # [B, L, D]
+        for rows, value in parts:
+            context[rows.to(device)] = value
+        return context
 
     # ---------------------------------------------------------------------------------------- evaluation
 

@@ -1,6 +1,9 @@
 """The chest phantom: CT in HU with labels, its PA radiograph (DRR), findings where they were asked for."""
 
+import dataclasses
+import hashlib
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pydicom
@@ -13,6 +16,7 @@ from medm2g_core.io.volume import Volume
 from medm2g_core.phantoms.chest import LABEL, LABELS, ChestCase, make_chest_case
 from medm2g_core.phantoms.drr import DETECTOR_SIZE_MM, PAGeometry, drr, project_mask
 from medm2g_core.phantoms.findings import DEVICES, LUNG_LOBES, ChestFindings, Lesion
+from medm2g_core.phantoms.world import PhantomConfig, make_case
 
 SPACING_MM = 4.0
 PIXELS = 128
@@ -267,3 +271,63 @@ def test_lobe_map_splits_each_lung_into_its_lobes(normal):
     upper, lower = (world(normal, lobes == LUNG_LOBES.index(name) + 1)[:, 2].mean() for name in ("left upper",
                                                                                                  "left lower"))
     assert upper > lower
+
+
+GOLDEN_SHA256 = {  # recorded from the code; a change here means every generated chest case changed
+    "normal": "7ecf390e81b1a6bd5d969ae58f44a2810df2b53a97478749ac2844ee4ab748aa",
+    "findings a": "e4e024fe6c8e27b359d77d3aede98eadac5460cacf4fb7f04be87384804872cb",
+    "findings b": "3c9e55eff9208429f0a72e720d765894fc05db2cccf3504d656ed6e766e88f01",
+    "real ct base": "0ab8b2b30160b2b15431370cb9702b93428cb0f7a02558ef44502a5bc0fa133d",
+    "world case": "2a95e413d6b591f1584643d58ced6d8e5092609c3989ac4e6913f89c2454c0a2",
+}
+
+
+def _feed(update: Callable[[bytes], None], value) -> None:
+    """Hash a value exactly: arrays by dtype, shape and bytes; floats by their bits; containers in order."""
+    if isinstance(value, np.ndarray):
+        update(f"array {value.dtype.str} {value.shape}".encode())
+        update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Volume):
+        _feed(update, [value.data, value.affine, value.meta.notes])
+    elif dataclasses.is_dataclass(value):
+        _feed(update, {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            _feed(update, [key, value[key]])
+    elif isinstance(value, list | tuple):
+        update(f"sequence {len(value)}".encode())
+        for item in value:
+            _feed(update, item)
+    elif isinstance(value, float | np.floating):
+        update(f"float {float(value).hex()}".encode())
+    else:
+        update(f"{type(value).__name__} {value}".encode())
+
+
+def sha256_of(*values) -> str:
+    digest = hashlib.sha256()
+    _feed(digest.update, values)
+    return digest.hexdigest()
+
+
+def chest_digest(c: ChestCase) -> str:
+    """Everything a chest case holds but the provenance (which names the package version)."""
+    return sha256_of(c.seed, c.findings, c.ct, c.xray, c.labels, c.lobe_map(), c.lobes, c.landmarks)
+
+
+def test_cases_are_bit_identical_to_the_recorded_hashes(normal):
+    findings_a = ChestFindings(cardiothoracic_ratio=0.56, effusion={"right": 0.3}, consolidation="right lower",
+                               nodules=(Lesion("left upper", 12.0),), device="endotracheal tube")
+    findings_b = ChestFindings(cardiothoracic_ratio=0.46, mass=Lesion("right upper", 40.0), atelectasis="left lower",
+                               pneumothorax=("left", 0.2), device="pacemaker")
+    findings_base = ChestFindings(effusion={"left": 0.25}, nodules=(Lesion("right middle", 10.0),),
+                                  device="central venous catheter")
+    config = PhantomConfig(cases=1, tasks=("chest",), chest_spacing_mm=6.0, xray_pixels=64)
+    got = {
+        "normal": chest_digest(normal),
+        "findings a": chest_digest(case(12, findings_a)),
+        "findings b": chest_digest(case(13, findings_b)),
+        "real ct base": chest_digest(case(14, findings_base, spacing_mm=5.0, base=normal.ct)),
+        "world case": sha256_of(*make_case("chest", 5, config)),
+    }
+    assert got == GOLDEN_SHA256

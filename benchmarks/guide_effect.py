@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from bench_report import write_section
 
+from medm2g_core.data.labeler import binary_labels
 from medm2g_core.data.manifest import read_manifest
-from medm2g_core.evaluation.image_metrics import psnr
-from medm2g_core.evaluation.labeler import binary_labels
 from medm2g_core.evaluation.tasks import films_from_reports, held_out, image_scores
 from medm2g_core.hub import load_model
 from medm2g_core.io.load import read_volume
-from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.metrics.image_metrics import psnr
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.translate import TranslateOptions, translate_volume
 

@@ -18,9 +18,10 @@ from bench_report import write_section
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import read_manifest
 from medm2g_core.evaluation.results_page import markdown_table, write_results
-from medm2g_core.evaluation.tasks import TASKS, EvalOptions, evaluate
+from medm2g_core.evaluation.tasks import EvalOptions, evaluate
 from medm2g_core.hub import load_model
-from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.models.sampler import SamplingConfig
+from medm2g_core.vocabulary import EVAL_TASKS
 
 SECTION = "## Quality on the phantom benchmark (quality.py)"
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=8, help="cases per task (the text tasks take 4x as many)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--tasks", default=",".join(EVAL_TASKS))
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     model = load_model(args.model, device="cpu")

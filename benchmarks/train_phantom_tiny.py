@@ -28,16 +28,17 @@ import torch
 from bench_report import ROOT, write_section
 
 from medm2g_core.data.cache import Cache
-from medm2g_core.evaluation.labeler import binary_labels
-from medm2g_core.evaluation.retrieval import retrieval_matrix
-from medm2g_core.evaluation.text_metrics import corpus_bleu
+from medm2g_core.data.labeler import binary_labels
+from medm2g_core.metrics.text_metrics import corpus_bleu
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.models.schedule import make_sampler, sample_latents
+from medm2g_core.models.sampler import SamplingConfig, Stream, sample
+from medm2g_core.models.schedule import make_train_scheduler
 from medm2g_core.training.align_stage import AlignStage
 from medm2g_core.training.cross_stage import ROUNDS, CrossStage
 from medm2g_core.training.image_vae_stage import evaluate_reconstruction, save_image_grid
 from medm2g_core.training.pairs import image_store, text_store
 from medm2g_core.training.recipe import load_recipe
+from medm2g_core.training.retrieval import retrieval_matrix
 from medm2g_core.training.text_vae_stage import reconstruct
 
 SECTION = "## Single-modal stages on the phantom world (train_phantom_tiny.py)"
@@ -110,8 +111,9 @@ def sample_grid(model: MedM2G, recipe, path: Path, per_row: int = 8) -> Path:
         denoiser = model[name].eval()
         generator = torch.Generator().manual_seed(0)
         shape = (per_row, vae.config.latent_channels, denoiser.config.sample_size, denoiser.config.sample_size)
-        latents = sample_latents(lambda z, t, d=denoiser: d(z, t), shape, make_sampler(recipe.diffusion), 50,
-                                 generator, torch.device("cpu"))
+        stream = Stream(denoiser, shape, lambda t, z, d=denoiser: d.null(per_row))
+        latents = sample({name: stream}, make_train_scheduler(recipe.diffusion), SamplingConfig(50, guidance=1.0),
+                         generator, torch.device("cpu"))[name]
         rows.append(vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1))
     return save_image_grid(torch.cat(rows), path, columns=per_row)
 

@@ -25,12 +25,11 @@ import torch
 from bench_report import write_section
 
 from medm2g_core.hub import load_model
+from medm2g_core.models.sampler import SamplingConfig, make_scheduler, tile_null
 from medm2g_core.phantoms.brain import make_brain_case
-from medm2g_core.sampling.diffusion import SamplingConfig, make_scheduler
 from medm2g_core.sampling.guides import decode_images, guide_context, image_guide
 from medm2g_core.sampling.slices import cut
 from medm2g_core.sampling.translate import TranslateOptions, translate_volume
-from medm2g_core.training.guidance import tile_null
 
 SECTION = "## Translate speed: batched pipeline vs per-slice loop (translate_speed.py)"
 

@@ -2,6 +2,12 @@
 
 Exit codes: 0 success, 1 runtime failure, 2 bad input or usage. Without ``--debug`` every error is
 one line on stderr; with it, the full traceback.
+
+The engine's errors speak its own words, not flags; one that names the parameter at fault (``Medm2gError.option``,
+e.g. ``steps``) gets that parameter's flag appended in parentheses, the one form used for every such error:
+``error: denoising steps must be within 1-1000; got 0 (--steps)``. The flag is ``--`` + the name with ``_`` ->
+``-`` (``batch_size`` -> ``--batch-size``) unless ``OPTION_FLAGS`` says otherwise, and it is named only when the
+command that ran (or its groups, for the global ``--device``) has that flag.
 """
 
 import sys
@@ -88,6 +94,28 @@ def _global_options(
         resolve_device(device)  # fail now, before any work, if the device is missing
 
 
+# The engine's parameter names whose flag is not "--" + the name with "_" -> "-".
+OPTION_FLAGS = {"variants": "--variant"}
+
+
+def _command_flags(args: list[str]) -> set[str]:
+    """Every flag of the command ``args`` runs, with those of the groups above it (the global options)."""
+    command, flags, rest = typer.main.get_command(app), set(), iter(args)
+    while command is not None:
+        flags.update(opt for param in command.params for opt in (*param.opts, *param.secondary_opts))
+        commands = getattr(command, "commands", {})  # a group's; the first of its names in args runs
+        command = next((commands[arg] for arg in rest if arg in commands), None) if commands else None
+    return flags
+
+
+def engine_message(exc: Medm2gError, args: list[str]) -> str:
+    """The engine's message with the flag of the parameter it names, when the command that ran has that flag."""
+    if exc.option is None:
+        return str(exc)
+    flag = OPTION_FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
+    return f"{exc} ({flag})" if flag in _command_flags(args) else str(exc)
+
+
 def _fail(message: str, code: int) -> int:
     if settings.debug:
         traceback.print_exc()
@@ -121,7 +149,9 @@ def globals_first(args: list[str]) -> list[str]:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code (never raises for expected failures)."""
     args = globals_first(sys.argv[1:] if argv is None else argv)
-    settings.debug = "--debug" in args  # known before the parser runs, so parse errors honour it
+    # A fresh start for every run (the tests run many in one process); --debug is known before the parser runs,
+    # so parse errors honour it.
+    settings.device, settings.debug, settings.quiet, settings.argv = "auto", "--debug" in args, False, tuple(args)
     command = typer.main.get_command(app)
     try:
         with warnings.catch_warnings():
@@ -141,7 +171,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Medm2gError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return _fail(engine_message(exc, args), exc.exit_code)
     except BrokenPipeError:
         return 0
     except (SystemExit, GeneratorExit):

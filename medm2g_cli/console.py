@@ -28,6 +28,7 @@ class Settings:
     device: str = "auto"
     debug: bool = False
     quiet: bool = False
+    argv: tuple[str, ...] = ()  # the arguments as run (recorded in results), global options first
 
 
 settings = Settings()

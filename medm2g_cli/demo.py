@@ -7,8 +7,6 @@ import typer
 from medm2g_cli import console
 from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, open_model
 from medm2g_core.errors import InputError
-from medm2g_core.sampling.demo import run_demo
-from medm2g_core.sampling.diffusion import SamplingConfig
 
 
 def demo(
@@ -25,6 +23,9 @@ def demo(
     with metrics); prints the path of index.html. Runs offline, in a few minutes on a laptop CPU.
     Example: `medm2g demo && xdg-open medm2g-demo/index.html`
     """
+    from medm2g_core.apps.demo import run_demo
+    from medm2g_core.models.sampler import SamplingConfig
+
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out} is not empty; pass --overwrite or choose another folder")
     medm2g = open_model(model)

@@ -5,13 +5,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from medm2g_cli import console
-from medm2g_core import environment
-from medm2g_core.hub import DEFAULT_MODEL_DIR
-from medm2g_core.models.medm2g import MODEL_INDEX
+from medm2g_core.vocabulary import MODEL_INDEX
 
 
 def doctor(json_output: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout.")) -> None:
     """Versions of every dependency, devices, folders, and optional pieces with how to install them."""
+    from medm2g_core import environment
+
     report = environment.doctor_report()
     if json_output:
         console.emit_json(report)
@@ -36,6 +36,9 @@ def doctor(json_output: bool = typer.Option(False, "--json", help="Print the rep
 
 def info(json_output: bool = typer.Option(False, "--json", help="Print the lists as JSON on stdout.")) -> None:
     """The model folders and recipes available to ``--model`` and ``--recipe``."""
+    from medm2g_core import environment
+    from medm2g_core.hub import DEFAULT_MODEL_DIR
+
     data = {
         "default_model": str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file() else None,
         "models": environment.available_models(),

@@ -1,27 +1,28 @@
 """``medm2g evaluate TASK``: the paper's tasks on a model and held-out data, with baselines, as JSON, Markdown, HTML."""
 
+from __future__ import annotations
+
 import shlex
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medm2g_cli import console
 from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, open_model
-from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
-from medm2g_core.data.manifest import read_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.ablation import ablation
-from medm2g_core.evaluation.results_page import markdown_table, write_results
-from medm2g_core.evaluation.tasks import TASKS, EvalOptions, evaluate
-from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.diffusion import SamplingConfig
-from medm2g_core.sampling.guides import image_resolution
+from medm2g_core.vocabulary import CACHE_INDEX, EVAL_TASKS
+
+if TYPE_CHECKING:  # the engine is imported when the command runs, so `--help` starts without torch
+    from medm2g_core.data.cache import Cache
+    from medm2g_core.models.medm2g import MedM2G
 
 
 def _cache(data: Path, out: Path, resolution: int) -> Cache:
     """``data`` as a cache, or a cache built once from its manifest into ``OUT/cache`` (baselines need the train
     split: mean images, the most common report, the effusion judge)."""
+    from medm2g_core.data.cache import Cache, CacheConfig, build_cache
+
     if not data.exists():
         raise InputError(f"--data {data}: no such file or folder")
     if (data / CACHE_INDEX).is_file():
@@ -38,7 +39,7 @@ def _cache(data: Path, out: Path, resolution: int) -> Cache:
     return cache
 
 
-ALL_TASKS = (*TASKS, "ablation")
+ALL_TASKS = (*EVAL_TASKS, "ablation")
 
 
 def _variants(specs: list[str], model: str | None) -> dict[str, MedM2G]:
@@ -89,6 +90,13 @@ def evaluate_command(
     `medm2g evaluate report --data data/c64 --split val+test --seeds 3 --out eval/report`,
     `medm2g evaluate ablation --variant LDM=runs/ldm/model --variant full=runs/cross/model --data cache --out eval/t7`.
     """
+    from medm2g_core.data.manifest import read_manifest
+    from medm2g_core.evaluation.ablation import ablation
+    from medm2g_core.evaluation.results_page import markdown_table, write_results
+    from medm2g_core.evaluation.tasks import EvalOptions, evaluate
+    from medm2g_core.models.sampler import SamplingConfig
+    from medm2g_core.sampling.guides import image_resolution
+
     if task not in ALL_TASKS:
         raise InputError(f"unknown task {task!r}; tasks: {', '.join(ALL_TASKS)}")
     if variant and task != "ablation":
@@ -103,6 +111,6 @@ def evaluate_command(
             result = ablation(variants, manifest, cache, options, update)
         else:
             result = evaluate(task, variants["model"], manifest, cache, options, update)
-    page = write_results(result, out, "medm2g " + shlex.join(sys.argv[1:]))
+    page = write_results(result, out, "medm2g " + shlex.join(console.settings.argv))
     typer.echo(markdown_table(result))
     console.say(f"wrote {page}")

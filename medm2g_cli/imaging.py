@@ -1,17 +1,19 @@
 """``medm2g inspect`` and ``medm2g convert``: look at and convert DICOM, NIfTI and PNG images."""
 
+from __future__ import annotations
+
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from medm2g_cli import console
-from medm2g_core.io import load
-from medm2g_core.io.dicom_read import list_series
-from medm2g_core.io.volume import Volume
+
+if TYPE_CHECKING:  # the readers are imported when a command runs, so `--help` starts fast
+    from medm2g_core.io.volume import Volume
 
 SERIES_HELP = "DICOM folder: the SeriesInstanceUID or 0-based index of the series (see `medm2g inspect FOLDER`)."
 FRAME_HELP = "4D NIfTI: the 0-based frame (volume) to use."
@@ -63,7 +65,7 @@ def _print_volume(facts: dict) -> None:
         ("shape", shape),
         ("spacing", f"{spacing} mm"),
         ("orientation", facts["orientation"]),
-        ("origin", " ".join(f"{v:.4g}" for v in np.asarray(facts["affine"])[:3, 3]) + " mm (RAS)"),
+        ("origin", " ".join(f"{row[3]:.4g}" for row in facts["affine"][:3]) + " mm (RAS)"),
         ("values", f"{low:.6g} .. {high:.6g} (mean {facts['mean']:.6g})"),
         ("synthetic", "YES" + (f" ({facts['provenance'].get('model', '')})" if facts["provenance"] else "")
          if facts["synthetic"] else "no"),
@@ -85,6 +87,9 @@ def inspect(
 
     A DICOM folder with several series lists them; choose one with --series to see its geometry.
     """
+    from medm2g_core.io import load
+    from medm2g_core.io.dicom_read import list_series
+
     kind = load.input_format(path)
     found = list_series(path) if kind == "dicom" and path.is_dir() else []
     if len([item for item in found if item.n_slices > 0]) > 1 and series is None:
@@ -124,6 +129,8 @@ def convert(
     Examples: `medm2g convert dicom_folder/ ct.nii.gz`, `medm2g convert ct.nii.gz ct_series/`,
     `medm2g convert ct.nii.gz ct.png --preset lung`.
     """
+    from medm2g_core.io import load
+
     fmt = load.check_output(target, to, overwrite)  # fail before reading a large input
     volume = load.read_volume(source, series=series, frame=frame, modality=modality)
     written = load.write_volume(volume, target, to=fmt, overwrite=overwrite, preset=preset,

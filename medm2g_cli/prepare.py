@@ -7,11 +7,8 @@ from pathlib import Path
 import typer
 
 from medm2g_cli import console
-from medm2g_core.data.adapters import ADAPTERS
-from medm2g_core.data.cache import CacheConfig, build_cache
-from medm2g_core.data.verify import verify_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.phantoms.world import TASKS, PhantomConfig, prepare_phantom
+from medm2g_core.vocabulary import ANATOMIES
 
 app = typer.Typer(
     help="Prepare paired data: the phantom world, published datasets, integrity checks, the model-ready cache.",
@@ -29,7 +26,7 @@ def phantom(
     cases: int = typer.Option(200, "--cases", help="Number of cases in all (tasks take turns)."),
     seed: int = typer.Option(0, "--seed", help="Base seed: case i uses seed*100003+i, so any case can be remade."),
     tasks: str = typer.Option(
-        ",".join(TASKS), "--tasks",
+        ",".join(ANATOMIES), "--tasks",
         help="Comma-separated: brain (CT + 5 MRI + skull X-ray) and/or chest (CT + X-ray)."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", help="Processes that make cases."),
     brain_slices: int = typer.Option(24, "--brain-slices", help="Axial slices per brain case (0: whole head)."),
@@ -46,6 +43,8 @@ def phantom(
 
     Example: `medm2g prepare phantom --out data/phantom --cases 200 --workers 2`
     """
+    from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+
     config = PhantomConfig(cases=cases, seed=seed, tasks=_csv(tasks) or (), brain_slices=brain_slices or None,
                            xray_pixels=xray_pixels, brain_xray=brain_xray,
                            chest_base=str(chest_base) if chest_base else None)
@@ -67,6 +66,8 @@ def verify(
 
     Exits with code 1 when any problem is found.
     """
+    from medm2g_core.data.verify import verify_manifest
+
     manifest = target / "manifest.jsonl" if target.is_dir() else target
     with console.progress("verifying cases") as update:
         report = verify_manifest(manifest, check_images=not no_images, progress=update)
@@ -90,6 +91,8 @@ def cache(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache."),
 ) -> None:
     """Build the model-ready cache: axial slices at RESOLUTION, normalised per modality, in safetensors shards."""
+    from medm2g_core.data.cache import CacheConfig, build_cache
+
     low, _, high = ct_clip.partition(",")
     try:
         clip = (float(low), float(high))
@@ -111,6 +114,8 @@ INCOMPLETE_HELP = "Keep the cases that pair and drop the rest (logged) instead o
 
 
 def _run_adapter(name: str, root: Path, out: Path, overwrite: bool, **options) -> None:
+    from medm2g_core.data.adapters import ADAPTERS
+
     if not root.is_dir():
         raise InputError(f"--root {root} is not a folder")
     with console.progress(f"reading {name}") as update:

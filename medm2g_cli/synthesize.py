@@ -15,17 +15,6 @@ from medm2g_cli.generation import (
     sampling_config,
 )
 from medm2g_core.errors import InputError
-from medm2g_core.hub import load_model
-from medm2g_core.sampling.dataset import (
-    SynthesisOptions,
-    finished,
-    manifest_prompts,
-    plan_cases,
-    read_prompts,
-    synthesize,
-    write_index,
-)
-from medm2g_core.sampling.outputs import run_record, write_run_json
 
 
 def synthesize_dataset(
@@ -56,6 +45,18 @@ def synthesize_dataset(
     (each process makes its own shard). A run that was killed continues with `--resume`.
     """
     from accelerate import PartialState
+
+    from medm2g_core.apps.corpus import (
+        SynthesisOptions,
+        finished,
+        manifest_prompts,
+        plan_cases,
+        read_prompts,
+        synthesize,
+        write_index,
+    )
+    from medm2g_core.apps.records import run_record, write_run_json
+    from medm2g_core.hub import load_model
 
     started = time.perf_counter()
     if prompts is not None and from_manifest is not None:

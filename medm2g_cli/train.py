@@ -1,26 +1,19 @@
 """``medm2g train``: the training stages of the paper, each from a TOML recipe."""
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medm2g_cli import console
 from medm2g_core.errors import InputError
-from medm2g_core.training.cross_stage import ROUNDS
-from medm2g_core.training.recipe import load_recipe
-from medm2g_core.training.run import (
-    ALL_STAGES,
-    LDM_MODALITIES,
-    VAE_MODALITIES,
-    StageRun,
-    train_align,
-    train_all,
-    train_cross,
-    train_cross_all,
-    train_ldm,
-    train_vae,
-)
-from medm2g_core.training.trainer import TrainResult
+from medm2g_core.vocabulary import CROSS_ROUNDS, LDM_MODALITIES, SPATIAL_ROUND, VAE_MODALITIES
+
+if TYPE_CHECKING:  # the training engine is imported when a command runs, so `--help` starts without torch
+    from medm2g_core.training.run import StageRun
+    from medm2g_core.training.trainer import TrainResult
 
 app = typer.Typer(help="Train the stages of MedM2G from TOML recipes (micro, phantom-tiny, paper); `train all` "
                   "runs every stage in order.",
@@ -31,11 +24,15 @@ DATA_HELP = "A manifest, a folder holding manifest.jsonl (`medm2g prepare`), or 
 OUT_HELP = "Run folder: checkpoints, metrics.jsonl, samples/ and model/ (a complete MedM2G folder)."
 RESUME_HELP = "Continue the run in --out from its newest checkpoint (exactly as if it had not stopped)."
 STEPS_HELP = "Train this many optimiser steps instead of the recipe's (e.g. a quick smoke run)."
+MODEL_KINDS = "A folder, a name from `medm2g weights import`, or a Hub id org/name[@revision]."
 
 
-def _stage_run(recipe: str, data: Path, out: Path, model: Path | None, resume: bool, steps: int | None) -> StageRun:
+def _stage_run(recipe: str, data: Path, out: Path, model: str | None, resume: bool, steps: int | None) -> StageRun:
     if steps is not None and steps < 1:
         raise InputError("--steps must be at least 1")
+    from medm2g_core.training.recipe import load_recipe
+    from medm2g_core.training.run import StageRun
+
     return StageRun(recipe=load_recipe(recipe), data=data, out=out, base_model=model, resume=resume,
                     device=console.settings.device, progress=not console.settings.quiet, steps=steps)
 
@@ -55,7 +52,7 @@ def vae(
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
-    model: Path | None = typer.Option(None, "--model", help="A MedM2G folder to add the trained VAE to."),
+    model: str | None = typer.Option(None, "--model", help="A MedM2G model to add the trained VAE to. " + MODEL_KINDS),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP),
 ) -> None:
@@ -63,6 +60,8 @@ def vae(
 
     Example: `medm2g train vae --modality image --recipe phantom-tiny --data data/phantom --out runs/vae`
     """
+    from medm2g_core.training.run import train_vae
+
     result = train_vae(_stage_run(recipe, data, out, model, resume, steps), modality)
     _report(result, out)
 
@@ -72,7 +71,8 @@ def ldm(
     modality: str = typer.Option(..., "--modality", help=f"One of {', '.join(LDM_MODALITIES)}."),
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
-    model: Path = typer.Option(..., "--model", help="MedM2G folder with the autoencoder (RUN/model of train vae)."),
+    model: str = typer.Option(..., "--model", help="A MedM2G model with the autoencoder (RUN/model of train vae). "
+                               + MODEL_KINDS),
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP),
@@ -81,6 +81,8 @@ def ldm(
 
     Example: `medm2g train ldm --modality ct --data data/phantom --model runs/vae/model --out runs/ldm-ct`
     """
+    from medm2g_core.training.run import train_ldm
+
     result = train_ldm(_stage_run(recipe, data, out, model, resume, steps), modality)
     _report(result, out)
 
@@ -89,7 +91,8 @@ def ldm(
 def align(
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
-    model: Path = typer.Option(..., "--model", help="MedM2G folder with the text VAE (its tokenizer and encoder)."),
+    model: str = typer.Option(..., "--model", help="A MedM2G model with the text VAE (its tokenizer and encoder). "
+                               + MODEL_KINDS),
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
     vi: bool | None = typer.Option(None, "--vi/--no-vi", help="Visual invariant (Barlow Twins) term; default: the "
                                    "recipe's [ablation] vi."),
@@ -106,19 +109,21 @@ def align(
 
     Example: `medm2g train align --data data/phantom --model runs/ldm-text/model --out runs/align`
     """
+    from medm2g_core.training.run import train_align
+
     result = train_align(_stage_run(recipe, data, out, model, resume, steps), vi, ca)
     _report(result, out)
 
 
 @app.command("cross")
 def cross(
-    round_name: str | None = typer.Option(None, "--round", help=f"One round: {', '.join(ROUNDS)}, or spatial "
-                                          "(the spatial path of the CT and MRI denoisers)."),
+    round_name: str | None = typer.Option(None, "--round", help=f"One round: {', '.join(CROSS_ROUNDS)}, or "
+                                          f"{SPATIAL_ROUND} (the spatial path of the CT and MRI denoisers)."),
     all_rounds: bool = typer.Option(False, "--all", help="Run the recipe's rounds in order (RUN/<round>/, then "
                                     "RUN/model)."),
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
-    model: Path = typer.Option(..., "--model", help="MedM2G folder with the VAEs, denoisers and prompt encoders "
+    model: str = typer.Option(..., "--model", help=MODEL_KINDS + " With the VAEs, denoisers and prompt encoders "
                                "(RUN/model of train align, or of the previous round)."),
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
@@ -142,11 +147,15 @@ def cross(
         raise InputError("give exactly one of --round R or --all")
     run = _stage_run(recipe, data, out, model, resume, steps)
     if all_rounds:
+        from medm2g_core.training.run import train_cross_all
+
         results = train_cross_all(run, lcag, spatial)
         console.say(f"{len(results)} rounds, {sum(r.steps for r in results)} steps in "
                     f"{sum(r.wall_s for r in results):.0f} s")
         typer.echo(str(out / "model"))
         return
+    from medm2g_core.training.run import train_cross
+
     _report(train_cross(run, round_name, lcag), out)
 
 
@@ -156,7 +165,8 @@ def all_stages(
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder: RUN/cache (built once from a manifest), RUN/<stage>/ "
                              "for each stage, and RUN/model, the finished MedM2G folder."),
-    model: Path | None = typer.Option(None, "--model", help="A MedM2G folder to start from (default: nothing)."),
+    model: str | None = typer.Option(None, "--model", help="A MedM2G model to start from (default: nothing). "
+                                      + MODEL_KINDS),
     resume: bool = typer.Option(False, "--resume", help="Continue: finished stages are kept, the interrupted one "
                                 "continues from its newest checkpoint, the rest run."),
     steps: int | None = typer.Option(None, "--steps", help=STEPS_HELP + " (per stage and round)"),
@@ -167,6 +177,8 @@ def all_stages(
 
     Example: `medm2g train all --recipe phantom-tiny --data data/phantom --out runs/all`
     """
+    from medm2g_core.training.run import ALL_STAGES, train_all
+
     run = _stage_run(recipe, data, out, model, resume, steps)
 
     def announce(index: int, name: str, skipped: bool) -> None:

@@ -7,7 +7,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from medm2g_cli import console
-from medm2g_core import hub
 
 app = typer.Typer(help="Download, list, verify and import model weights (for sites without internet).",
                   no_args_is_help=True)
@@ -29,6 +28,8 @@ def download(
     Example: `medm2g weights download org/medm2g-phantom@v1`
     """
     console.say(f"downloading {repo} from the Hugging Face Hub")
+    from medm2g_core import hub
+
     typer.echo(str(hub.download_model(repo)))
 
 
@@ -39,6 +40,8 @@ def list_(json_output: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
 
     Example: `medm2g weights list --json`
     """
+    from medm2g_core import hub
+
     models = hub.list_models()
     if json_output:
         console.emit_json(models)
@@ -62,6 +65,8 @@ def verify(
 
     Example: `medm2g weights verify org/medm2g-phantom`
     """
+    from medm2g_core import hub
+
     report = hub.verify_model(model)
     if json_output:
         console.emit_json(report)
@@ -86,6 +91,8 @@ def import_(
 
     Example: `medm2g weights import /media/usb/medm2g-phantom --name phantom`
     """
+    from medm2g_core import hub
+
     typer.echo(str(hub.import_model(folder, name or folder.resolve().name.lower(), overwrite)))
 
 
@@ -102,4 +109,6 @@ def pack(
 
     Example: `medm2g weights pack packed/ --model runs/cross/model --card MODEL_CARD.md`
     """
+    from medm2g_core import hub
+
     typer.echo(str(hub.pack_model(model, out, half, card, overwrite)))

@@ -6,6 +6,8 @@ import os
 import platform
 import shutil
 from dataclasses import asdict, dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import medm2g_core
@@ -45,15 +47,24 @@ def huggingface_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def recipes_dir() -> Path:
-    """The ``recipes/`` folder shipped beside the packages."""
-    return Path(medm2g_core.__file__).resolve().parent.parent / "recipes"
+def recipes_dir() -> Traversable:
+    """The recipes shipped with medm2g: package data in ``medm2g_core/recipes``.
+
+    People edit the top-level ``recipes/`` folder (the project layout puts it there); the package holds a
+    byte-for-byte copy so that every install has them, a wheel as much as an editable checkout, read through
+    ``importlib.resources``. ``tests/test_wheel.py`` fails when the two folders differ. A copy rather than a
+    build-time mapping of ``recipes/`` into the package: setuptools maps a folder onto a package only when every
+    package is listed by hand (no ``packages.find``), and an editable install would then need reinstalling to
+    see the mapping."""
+    return files("medm2g_core") / "recipes"
 
 
 def available_recipes() -> list[str]:
     """Names of the TOML recipes shipped with medm2g."""
     folder = recipes_dir()
-    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
 def available_models() -> list[str]:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from medm2g_core import environment
+from medm2g_core.atomic import atomic_dir
 from medm2g_core.errors import InputError, ModelError, OutputExistsError
-from medm2g_core.io.atomic import atomic_dir
 from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G, file_sha256, read_index, verify_component
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -65,7 +65,7 @@ def _snapshot(repo: str, subfolder: str | None, what: str) -> Path:
 def _default_folder() -> Path:
     if not (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file():
         raise ModelError(f"the embedded default model is not installed ({DEFAULT_MODEL_DIR} is missing); reinstall "
-                         "medm2g, or give --model a folder, an imported name or a Hub id org/name")
+                         "medm2g, or give a model: a folder, an imported name or a Hub id org/name", option="model")
     return DEFAULT_MODEL_DIR
 
 
@@ -125,7 +125,8 @@ def import_model(folder: Path, name: str, overwrite: bool = False) -> Path:
         raise InputError(f"{folder}: no such folder")
     target = environment.models_dir() / name
     if target.exists() and not overwrite:
-        raise OutputExistsError(f"model {name} already exists ({target}); pass --overwrite to replace it")
+        raise OutputExistsError(f"model {name} already exists ({target}); ask for overwrite to replace it",
+                                option="overwrite")
     _verify_folder(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target, overwrite) as tmp:

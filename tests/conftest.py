@@ -1,5 +1,7 @@
 """Shared fixtures: a CLI runner that captures stdout and stderr separately, and external-tool guards."""
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -21,13 +23,37 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> CliResult:
-    """Run ``medm2g`` in a subprocess with stdout piped (not a terminal), exactly as a shell pipeline would."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "medm2g_cli", *args],
-        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, isolated: bool = False) -> CliResult:
+    """Run ``medm2g ARGS`` and capture its exit code, stdout and stderr (neither a terminal, as in a pipeline).
+
+    In this process through ``medm2g_cli.app.run`` (the entry point's own function: same parser, same error
+    contract), with ``cwd`` and ``env`` applied for the call; ``isolated=True`` starts a real subprocess instead,
+    for what only a fresh interpreter shows (the installed entry point, settings read at import time)."""
+    if isolated:
+        proc = subprocess.run(
+            [sys.executable, "-m", "medm2g_cli", *args],
+            capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600,
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    from medm2g_cli.app import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with _environment(env), contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        code = run(list(args))
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(env: dict | None) -> Iterator[None]:
+    """``os.environ`` with ``env`` added for the duration, then exactly as before."""
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 from trainer_stage import RegressionStage, settings, weights
 
-from medm2g_core.io.atomic import write_text
+from medm2g_core.atomic import write_text
 from medm2g_core.training.trainer import train
 
 

@@ -4,16 +4,17 @@ import os
 
 import pytest
 
+from medm2g_core.atomic import atomic_dir, atomic_path, atomic_write, write_text
 from medm2g_core.errors import OutputExistsError
-from medm2g_core.io.atomic import atomic_dir, atomic_path, atomic_write, write_text
 
 
 def test_write_then_refuse_then_overwrite(tmp_path):
     target = tmp_path / "out.txt"
     write_text(target, "first")
     assert target.read_text() == "first"
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="already exists; ask for overwrite to replace it") as refused:
         write_text(target, "second")
+    assert refused.value.option == "overwrite" and "--" not in str(refused.value)
     assert target.read_text() == "first"
     write_text(target, "third", overwrite=True)
     assert target.read_text() == "third"

@@ -494,8 +494,9 @@ def test_two_series_without_a_choice_is_an_input_error_listing_them(tmp_path):
     uid_b, _ = write_series(tmp_path / "b", n=4, series_number=2)
     with pytest.raises(InputError) as excinfo:
         read_dicom(tmp_path)
-    one_line_error(excinfo, str(tmp_path), "2 series", "--series", f"[0] {uid_b} CT", "4 file(s)", f"[1] {uid_a} CT",
-                   "3 file(s)")
+    one_line_error(excinfo, str(tmp_path), "2 series", "by index or UID", f"[0] {uid_b} CT", "4 file(s)",
+                   f"[1] {uid_a} CT", "3 file(s)")
+    assert excinfo.value.option == "series"
 
 
 @pytest.mark.parametrize("choice", ["2", "1.2.3.4", "-1"])
@@ -644,3 +645,14 @@ def test_folder_with_only_reports(tmp_path):
     with pytest.raises(InputError) as excinfo:
         read_dicom(tmp_path)
     one_line_error(excinfo, str(tmp_path), "none is an image")
+
+
+def test_a_corrupt_attribute_in_one_file_of_a_folder_is_refused(axial_folder):
+    """Attributes that repeat across a series are decoded once; a file whose copy differs is still decoded."""
+    folder, _, _ = axial_folder
+    last = sorted(folder.rglob("*.dcm"))[-1]
+    data = last.read_bytes()
+    at = data.find(b"\x08\x00\x08\x00CS")  # (0008,0008) ImageType, explicit VR "CS", the same in every file
+    last.write_bytes(data[: at + 4] + b"CW" + data[at + 6:])
+    with pytest.raises(InputError, match=f"{last.name}: not a readable DICOM file .*Unknown Value Representation"):
+        read_dicom(folder)

@@ -245,8 +245,9 @@ def test_an_existing_folder_is_refused_and_left_untouched(tmp_path):
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
 
     before = snapshot()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="ask for overwrite to replace it") as refused:
         write_dicom_series(make_volume("MR"), folder)
+    assert refused.value.option == "overwrite"
     assert snapshot() == before
     write_dicom_series(make_volume("MR"), folder, overwrite=True)
     assert read_series(folder)[0].Modality == "MR"

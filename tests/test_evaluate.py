@@ -84,8 +84,9 @@ def test_the_page_renders_in_a_headless_browser(world, cli, tmp_path):
 def test_bad_requests_are_refused(world, cli, tmp_path):
     unknown = cli("evaluate", "segmentation", "--data", str(world / "cache"), "--out", str(tmp_path / "x"))
     assert unknown.exit_code == 2 and "tasks:" in unknown.stderr
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="number of seeds must be at least 1; got 0") as refused:
         EvalOptions(seeds=0)
+    assert refused.value.option == "seeds"
     with pytest.raises(InputError):
         EvalOptions(sources=("T1",), target="T1")
     result = TaskResult("report", 1)

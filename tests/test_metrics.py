@@ -22,9 +22,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.image.fid import _compute_fid
 
 from medm2g_core.errors import InputError, MissingDependencyError
-from medm2g_core.evaluation import image_metrics, text_metrics
-from medm2g_core.evaluation.image_metrics import fid, inception_features, ms_ssim, niqe, psnr, ssim
-from medm2g_core.evaluation.text_metrics import coco_scores, corpus_bleu, finding_scores, rouge_l, words
+from medm2g_core.metrics import image_metrics, text_metrics
+from medm2g_core.metrics.image_metrics import fid, inception_features, ms_ssim, niqe, psnr, ssim
+from medm2g_core.metrics.text_metrics import coco_scores, corpus_bleu, finding_scores, rouge_l, words
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

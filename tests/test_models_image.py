@@ -1,7 +1,8 @@
-"""Image VAE, image and text denoisers, noise schedule and the MedM2G container, on tiny random models."""
+"""Image VAE, image and text denoisers, noise schedule, sampling loop and the MedM2G container (tiny random models)."""
 
 import json
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,8 +18,11 @@ from medm2g_core.models.image_vae import (
     measure_scaling_factor,
 )
 from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G
-from medm2g_core.models.schedule import DiffusionConfig, make_sampler, make_train_scheduler, training_target
+from medm2g_core.models.sampler import SamplingConfig, Stream, make_scheduler, sample
+from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.models.text_denoiser import TextDenoiser, TextDenoiserConfig
+from medm2g_core.training.image_ldm_stage import PREVIEWS_PER_LABEL, ImageLDMStage
+from medm2g_core.vocabulary import MRI_CONTRASTS
 
 VAE = ImageVAEConfig(block_out_channels=(8, 16, 16), sample_size=32)  # 32x32 -> 4x8x8
 DENOISER = ImageDenoiserConfig(block_out_channels=(16, 32), attention_head_dim=4, cross_attention_dim=16,
@@ -155,15 +159,31 @@ def test_schedule_is_the_papers_linear_one():
     assert isinstance(train, DDPMScheduler)
     assert train.betas[0].item() == pytest.approx(0.00085) and train.betas[-1].item() == pytest.approx(0.012)
     assert torch.allclose(train.betas[1:] - train.betas[:-1], train.betas[1] - train.betas[0], atol=1e-7)
-    sampler = make_sampler(config)
+    sampler = make_scheduler(train, "ddim")
     assert isinstance(sampler, DDIMScheduler)
+    assert sampler.config.steps_offset == 1 and not sampler.config.set_alpha_to_one
     torch.testing.assert_close(sampler.alphas_cumprod, train.alphas_cumprod)
-    with pytest.raises(InputError, match="unknown sampler"):
-        make_sampler(config, kind="euler")
+    with pytest.raises(InputError, match="unknown scheduler"):
+        make_scheduler(train, "heun")
     latents, noise, t = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([10, 900])
     assert training_target(train, latents, noise, t) is noise
     velocity = make_train_scheduler(DiffusionConfig(prediction_type="v_prediction"))
     torch.testing.assert_close(training_target(velocity, latents, noise, t), velocity.get_velocity(latents, noise, t))
+
+
+def test_training_previews_sample_as_the_user_commands_do(tmp_path, monkeypatch):
+    """An LDM stage's preview decodes exactly the latents of the users' sample() at guidance 1 (null context)."""
+    vae = seeded(lambda: build_image_vae(VAE)).eval()
+    stage = ImageLDMStage(SimpleNamespace(resolution=32), "mri", vae, DENOISER, DiffusionConfig(), preview_steps=3)
+    decoded = []
+    decode = vae.decode
+    monkeypatch.setattr(vae, "decode", lambda z: decoded.append(z) or decode(z))
+    stage.sample(tmp_path, step=1)
+    labels = torch.arange(1, 1 + len(MRI_CONTRASTS)).repeat_interleave(PREVIEWS_PER_LABEL)
+    stream = Stream(stage.denoiser, (len(labels), 4, 8, 8), lambda t, z: stage.denoiser.null(len(labels)), labels)
+    users = sample({"mri": stream}, stage.scheduler, SamplingConfig(steps=3, guidance=1.0),
+                   torch.Generator().manual_seed(0), torch.device("cpu"))["mri"]
+    torch.testing.assert_close(decoded[0], users / vae.config.scaling_factor, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------------------------- MedM2G

@@ -12,14 +12,14 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from medm2g_core.data.cache import Cache, CacheConfig, build_cache
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.retrieval import retrieval_scores
 from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.models.sampler import tile_null
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
 from medm2g_core.training.align_stage import AlignStage
 from medm2g_core.training.cross_stage import ROUNDS, CrossStage
-from medm2g_core.training.guidance import tile_null
 from medm2g_core.training.pairs import PairedItems, image_store, text_store
 from medm2g_core.training.recipe import load_recipe
+from medm2g_core.training.retrieval import retrieval_scores
 from medm2g_core.training.run import StageRun, train_ldm, train_vae
 from medm2g_core.training.trainer import train
 

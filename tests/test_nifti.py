@@ -88,8 +88,9 @@ def test_sform_takes_precedence_over_qform(tmp_path):
 
 def test_4d_needs_a_frame_choice(tmp_path):
     path = NIBABEL_DATA / "example4d.nii.gz"
-    with pytest.raises(InputError, match="--frame"):
+    with pytest.raises(InputError, match="choose one frame") as excinfo:
         read_nifti(path)
+    assert excinfo.value.option == "frame"
     frame1 = read_nifti(path, frame=1)
     assert frame1.shape == (128, 96, 24)
     expected = np.asarray(nib.load(path).dataobj[..., 1], dtype=np.float32)

@@ -14,9 +14,10 @@ from medm2g_core.errors import InputError
 from medm2g_core.io.nifti import read_nifti, write_nifti
 from medm2g_core.io.volume import Volume
 from medm2g_core.phantoms.chest import LABEL, LABELS, ChestCase, make_chest_case
-from medm2g_core.phantoms.drr import DETECTOR_SIZE_MM, PAGeometry, drr, project_mask
+from medm2g_core.phantoms.drr import PAGeometry, drr, project_mask
 from medm2g_core.phantoms.findings import DEVICES, LUNG_LOBES, ChestFindings, Lesion
 from medm2g_core.phantoms.world import PhantomConfig, make_case
+from medm2g_core.vocabulary import DETECTOR_SIZE_MM
 
 SPACING_MM = 4.0
 PIXELS = 128

@@ -104,7 +104,7 @@ def test_dataset_command_with_a_missing_root(cli, tmp_path):
 def test_bad_task_name_is_a_usage_error(cli, tmp_path):
     result = cli("prepare", "phantom", "--out", str(tmp_path / "p"), "--tasks", "knee")
     assert result.exit_code == 2
-    assert "knee" in result.stderr
+    assert "knee" in result.stderr and "(--tasks)" in result.stderr
     assert not (tmp_path / "p").exists()
 
 
@@ -125,5 +125,5 @@ def test_chest_base_must_be_a_volume(cli, tmp_path):
     result = cli("prepare", "phantom", "--out", str(tmp_path / "p"), "--tasks", "chest", "--cases", "1",
                  "--chest-base", get_testdata_file("CT_small.dcm"))
     assert result.exit_code == 2
-    assert "single slice" in result.stderr
+    assert "single slice" in result.stderr and "(--chest-base)" in result.stderr
     assert not (tmp_path / "p").exists()

@@ -286,8 +286,9 @@ def test_preview_refuses_to_overwrite_and_needs_png(tmp_path):
     volume = _ras_phantom()
     target = write_preview(volume, tmp_path / "preview.png")
     before = target.read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="ask for overwrite to replace it") as refused:
         write_preview(_flip(volume, 2), target, n_slices=1)
+    assert refused.value.option == "overwrite"
     assert target.read_bytes() == before
     write_preview(volume, target, overwrite=True, n_slices=1)
     assert target.read_bytes() != before

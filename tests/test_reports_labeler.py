@@ -6,8 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medm2g_core.errors import InputError
-from medm2g_core.evaluation.labeler import (
+from medm2g_core.data.labeler import (
     CHEXPERT_LABELS,
     PHANTOM_LABELS,
     binary_labels,
@@ -15,8 +14,10 @@ from medm2g_core.evaluation.labeler import (
     label_report,
     mention_values,
 )
-from medm2g_core.phantoms.findings import BRAIN_LABELS, CHEST_LABELS, BrainFindings, ChestFindings
+from medm2g_core.errors import InputError
+from medm2g_core.phantoms.findings import BrainFindings, ChestFindings
 from medm2g_core.phantoms.reports import brain_report, chest_report
+from medm2g_core.vocabulary import BRAIN_LABELS, CHEST_LABELS
 
 N_CASES = 1000
 REPORT_FORMAT = re.compile(r"FINDINGS: \S[^\n]*\nIMPRESSION: \S[^\n]*")

@@ -7,8 +7,8 @@ import torch
 from medm2g_core.errors import InputError
 from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
+from medm2g_core.models.sampler import SCHEDULERS, SamplingConfig, Stream, sample
 from medm2g_core.phantoms.world import PhantomConfig, make_case
-from medm2g_core.sampling.diffusion import SCHEDULERS, SamplingConfig, Stream, sample
 from medm2g_core.sampling.generate import GenerateOptions, generate_images, generate_reports
 from medm2g_core.sampling.guides import guide_context, image_guide, text_guide
 from medm2g_core.sampling.report import HEADER, ReportOptions, write_report
@@ -167,5 +167,6 @@ def test_every_scheduler_samples_finite_latents(model, scheduler):
 
 def test_sampling_options_are_checked():
     for bad in ({"steps": 0}, {"eta": 2.0}, {"guidance": -1.0}, {"scheduler": "heun"}):
-        with pytest.raises(InputError):
+        with pytest.raises(InputError) as refused:
             SamplingConfig(**bad)
+        assert refused.value.option == next(iter(bad)) and "--" not in str(refused.value)

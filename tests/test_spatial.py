@@ -13,9 +13,9 @@ from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
 from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, with_spatial_path
 from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.models.spatial_guide import SPATIAL_SLOTS, fill_slots, spatial_channels, spatial_input
 from medm2g_core.phantoms.world import PhantomConfig, make_case, prepare_phantom
-from medm2g_core.sampling.diffusion import SamplingConfig
 from medm2g_core.sampling.translate import TranslateOptions, translate_slices, translate_volume
 from medm2g_core.training.recipe import load_recipe
 from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae

@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from medm2g_core.data.cache import Cache
+from medm2g_core.data.labeler import binary_labels
 from medm2g_core.data.manifest import CaseRecord, write_manifest
 from medm2g_core.errors import InputError, ModelError
-from medm2g_core.evaluation.labeler import binary_labels
-from medm2g_core.evaluation.text_metrics import corpus_bleu
+from medm2g_core.metrics.text_metrics import corpus_bleu
 from medm2g_core.models.text_vae import TextVAE, TextVAEConfig
 from medm2g_core.models.tokenizer import load_tokenizer, normalise_report, train_tokenizer
 from medm2g_core.phantoms.findings import BrainFindings, ChestFindings

@@ -159,8 +159,9 @@ def test_rotation_finished_runs_and_refusals(tmp_path):
     assert again.steps == 50 and again.metrics == records(run_dir)[-1]
     assert (run_dir / "metrics.jsonl").read_bytes() == metrics
     assert checkpoints(run_dir) == ["step-00000040", "step-00000050"]
-    with pytest.raises(OutputExistsError, match="--resume"):
+    with pytest.raises(OutputExistsError, match="ask for resume to continue it") as refused:
         train(RegressionStage(), settings(steps=50), run_dir, progress=False)
+    assert refused.value.option == "resume"
     with pytest.raises(InputError, match="seed=0"):
         train(RegressionStage(), settings(steps=60, seed=1), run_dir, resume=True, progress=False)
     renamed = RegressionStage()

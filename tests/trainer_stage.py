@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from medm2g_core.io.atomic import write_text
+from medm2g_core.atomic import write_text
 from medm2g_core.training.stage import OptimConfig
 from medm2g_core.training.trainer import train
 

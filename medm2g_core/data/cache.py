@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 
+from medm2g_core.atomic import atomic_dir
 from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, DEFAULT_MRI_PERCENTILES, IntensityMap, intensity_map
 from medm2g_core.data.manifest import SPLITS, CaseRecord, Manifest, key_modality, read_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_dir
 from medm2g_core.io.load import read_volume
 from medm2g_core.io.volume import Volume
-
-CACHE_INDEX = "cache.json"
+from medm2g_core.vocabulary import CACHE_INDEX
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from medm2g_core.atomic import write_text
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import write_text
-from medm2g_core.io.volume import MRI_CONTRASTS
-
-IMAGE_KEYS = ("xray", "ct", "mr", *(f"mr_{c.lower()}" for c in MRI_CONTRASTS))
-SPLITS = ("train", "val", "test")
+from medm2g_core.vocabulary import IMAGE_KEYS, MRI_CONTRASTS, SPLITS
 
 
 def image_key(modality: str, contrast: str | None = None) -> str:

@@ -22,7 +22,6 @@ import numpy as np
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import Manifest
 from medm2g_core.errors import InputError, ModelError
-from medm2g_core.evaluation.image_metrics import fid, inception_features
 from medm2g_core.evaluation.tasks import (
     SAMPLES,
     EvalOptions,
@@ -38,6 +37,7 @@ from medm2g_core.evaluation.tasks import (
     unit_range,
 )
 from medm2g_core.io.load import read_volume
+from medm2g_core.metrics.image_metrics import fid, inception_features
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.translate import TranslateOptions, translate_volume
@@ -105,7 +105,7 @@ def ablation(variants: dict[str, MedM2G], manifest: Manifest, cache: Cache, opti
     """Score every variant (name -> model, the first is the reference of the added parameters) on the same cases
     and seeds; methods of the result are the variants."""
     if len(variants) < 2:
-        raise InputError("the ablation compares at least two variants (--variant NAME=MODEL, repeated)")
+        raise InputError(f"the ablation compares at least two variants; got {len(variants)}", option="variants")
     for name, model in variants.items():
         missing = [c for c in COMPONENTS if c not in model]
         if missing:

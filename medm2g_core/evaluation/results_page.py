@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from medm2g_core.atomic import atomic_path, write_text
 from medm2g_core.evaluation.tasks import PAPER_TABLE, Sample, TaskResult
-from medm2g_core.io.atomic import atomic_path, write_text
 
 TILE = 128
 PLOT_SIZE = (420, 60)

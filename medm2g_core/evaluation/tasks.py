@@ -31,23 +31,23 @@ import torch
 import torch.nn.functional as F
 
 from medm2g_core.data.cache import Cache
+from medm2g_core.data.labeler import binary_labels
 from medm2g_core.data.manifest import Manifest
 from medm2g_core.errors import InputError
 from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
-from medm2g_core.evaluation.image_metrics import fid, inception_features, ms_ssim, niqe, volume_psnr_ssim
-from medm2g_core.evaluation.labeler import binary_labels
-from medm2g_core.evaluation.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.io.load import read_volume
-from medm2g_core.io.volume import MRI_CONTRASTS, Volume
+from medm2g_core.io.volume import Volume
+from medm2g_core.metrics.image_metrics import fid, inception_features, ms_ssim, niqe, volume_psnr_ssim
+from medm2g_core.metrics.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.sampling.generate import GenerateOptions, generate_images
 from medm2g_core.sampling.guides import image_guide
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.slices import cut, uncut
 from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_volume
+from medm2g_core.vocabulary import EVAL_TASKS, MRI_CONTRASTS
 
-TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-generation")
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
                "xray-generation": "Table 5", "ablation": "Table 7"}
 DIVERSITY_SIDE = 192  # MS-SSIM's five scales need 176 pixels a side: films are upsampled for it
@@ -72,10 +72,13 @@ class EvalOptions:
     baseline_steps: int = 600  # training steps of the supervised UNet baseline
 
     def __post_init__(self) -> None:
-        if self.seeds < 1 or self.baseline_steps < 1:
-            raise InputError("--seeds and --baseline-steps must be at least 1")
+        if self.seeds < 1:
+            raise InputError(f"the number of seeds must be at least 1; got {self.seeds}", option="seeds")
+        if self.baseline_steps < 1:
+            raise InputError(f"baseline training steps must be at least 1; got {self.baseline_steps}",
+                             option="baseline_steps")
         if self.cases is not None and self.cases < 1:
-            raise InputError("--cases must be at least 1")
+            raise InputError(f"the number of cases must be at least 1; got {self.cases}", option="cases")
         for contrast in (*self.sources, self.target):
             if contrast not in MRI_CONTRASTS:
                 raise InputError(f"MRI contrasts are {', '.join(MRI_CONTRASTS)}; got {contrast!r}")
@@ -450,7 +453,7 @@ RUNNERS = {"mri-to-ct": mri_to_ct, "mri-synthesis": mri_synthesis, "report": rep
 
 def evaluate(task: str, model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
              progress: Callable[[int, int], None] | None = None) -> TaskResult:
-    """Run ``task`` (one of :data:`TASKS`) and its baselines."""
+    """Run ``task`` (one of :data:`~medm2g_core.vocabulary.EVAL_TASKS`) and its baselines."""
     if task not in RUNNERS:
-        raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        raise InputError(f"unknown task {task!r}; tasks: {', '.join(EVAL_TASKS)}")
     return RUNNERS[task](model, manifest, cache, options, progress)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
@@ -35,6 +36,7 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 PIXEL_TAGS = frozenset(tag_for_keyword(keyword) for keyword in PIXEL_KEYWORDS)
+SPECIFIC_CHARACTER_SET = tag_for_keyword("SpecificCharacterSet")
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 STUDY_KEYWORDS = ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription", "ReferringPhysicianName")
 # Patient Orientation letters as LPS unit vectors.
@@ -125,15 +127,18 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _read(path: Path, defer: bool) -> tuple[Dataset, list[str]]:
-    """One file's dataset (pixel data deferred when ``defer``) and notes on how it was read."""
+def _read(path: Path, defer: bool, parsed: set[tuple] | None = None) -> tuple[Dataset, list[str]]:
+    """One file's dataset (pixel data deferred when ``defer``) and notes on how it was read.
+
+    ``parsed`` is shared by the files of one folder: see :func:`_parse_attributes`.
+    """
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes)")
     defer_size = DEFER_SIZE if defer else None
     try:
         preamble = is_dicom(path)
         ds = pydicom.dcmread(path, force=not preamble, defer_size=defer_size)
-        _parse_attributes(ds)
+        _parse_attributes(ds, parsed)
     except Exception as exc:  # pydicom raises many types for a broken file
         raise InputError(f"{path}: not a readable DICOM file ({_one_line(exc)})") from exc
     notes = _default_syntax(path, ds)
@@ -144,16 +149,30 @@ def _read(path: Path, defer: bool) -> tuple[Dataset, list[str]]:
                 "has a SOP Class UID and pixel data"]
 
 
-def _parse_attributes(ds: Dataset) -> None:
+def _parse_attributes(ds: Dataset, parsed: set[tuple] | None = None) -> None:
     """Decode every attribute but the pixel data now: pydicom parses lazily, so a corrupt value (an unknown VR,
-    a broken sequence) would otherwise fail wherever it is first touched, deep inside the geometry code."""
+    a broken sequence) would otherwise fail wherever it is first touched, deep inside the geometry code.
+
+    ``parsed`` collects the top-level public attributes already decoded in other files of the folder, keyed by
+    their raw bytes, VR, encoding and character set: the same bytes decode the same way again, so they stay raw
+    until they are used. Most attributes of a series repeat in every file; only the rest are decoded per file.
+    """
+    charset = ds.get_item(SPECIFIC_CHARACTER_SET)
     for tag in list(ds.keys()):
         if tag in PIXEL_TAGS:
             continue
+        raw = ds.get_item(tag)
+        key = None
+        if parsed is not None and isinstance(raw, RawDataElement) and raw.value is not None and not tag.is_private:
+            key = (raw.tag, raw.VR, raw.value, raw.is_implicit_VR, raw.is_little_endian, charset and charset.value)
+            if key in parsed:
+                continue
         element = ds[tag]
         if element.VR == "SQ":
             for item in element.value:
                 _parse_attributes(item)
+        if key is not None:
+            parsed.add(key)
 
 
 def _image(path: Path, ds: Dataset, notes: list[str]) -> _Image:
@@ -355,8 +374,9 @@ def _scan(path: Path) -> tuple[list[_Image], list[str]]:
     if not dicom:
         raise InputError(f"{path}: no DICOM files (with the 'DICM' preamble) in this folder ({len(files)} files)")
     images, no_pixels = [], []
+    parsed: set[tuple] = set()
     for file in dicom:
-        ds, notes = _read(file, defer=True)
+        ds, notes = _read(file, defer=True, parsed=parsed)
         if "Rows" in ds or any(key in ds for key in PIXEL_KEYWORDS):
             images.append(_image(file, ds, notes))
         else:
@@ -451,7 +471,7 @@ def _choose(folder: Path, groups: list[list[_Image]], series: str | None) -> lis
     with_slices = [info for info in infos if info.n_slices > 0]
     if len(groups) == 1 or len(with_slices) == 1:
         return groups[(with_slices or infos)[0].index]
-    raise InputError(f"{folder}: {len(groups)} series; choose one with --series INDEX|UID: {_describe(infos)}")
+    raise InputError(f"{folder}: {len(groups)} series; choose one by index or UID: {_describe(infos)}", option="series")
 
 
 def _folder_frames(folder: Path, series: str | None) -> tuple[list[_Image], list[_Frame], list[str]]:
@@ -590,8 +610,12 @@ def _decode(image: _Image) -> np.ndarray:
     syntax = _check_decoder(path, ds)
     _check_length(path, ds, syntax)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    # Native grey pixels need no correction: read them as a view of the file's bytes, not a copy. (pydicom
+    # copies, and warns, where it must clear unused high bits, convert colour or swap big-endian bytes.)
+    view = (_int(ds.get("BitsStored")) == _int(ds.get("BitsAllocated")) and (_int(ds.get("SamplesPerPixel")) or 1) == 1
+            and syntax != ExplicitVRBigEndian)
     try:
-        pixels = pixel_array(ds)
+        pixels = pixel_array(ds, view_only=view)
         if photometric == "PALETTE COLOR":
             pixels = apply_color_lut(pixels, ds)
     except (KeyboardInterrupt, SystemExit):
@@ -620,22 +644,30 @@ def _stored_range(ds: Dataset) -> tuple[int, int]:
 
 
 def _slices(frames: list[_Frame], notes: list[str]) -> np.ndarray:
-    """The (columns, rows, slices) float32 array of ``frames`` in order, rescaled per frame."""
+    """The (columns, rows, slices) float32 array of ``frames`` in order, rescaled per frame.
+
+    The array is in Fortran order, so that one slice is one contiguous block laid out as a DICOM frame (and as
+    a NIfTI slice): each frame is rescaled straight into its place, through one frame-sized float64 buffer
+    (the values are those of float64 arithmetic), and the volume is never copied or transposed.
+    """
     decoded: dict[int, np.ndarray] = {}
     remaining = Counter(id(frame.image) for frame in frames)
-    data = np.empty((frames[0].columns, frames[0].rows, len(frames)), dtype=np.float32)
+    data = np.empty((frames[0].columns, frames[0].rows, len(frames)), dtype=np.float32, order="F")
+    work = np.empty((frames[0].rows, frames[0].columns), dtype=np.float64)
     for k, frame in enumerate(frames):
         image, key = frame.image, id(frame.image)
         if key not in decoded:
             decoded[key] = _decode(image)
-        stored = decoded[key][frame.index].astype(np.float64)
+        np.copyto(work, decoded[key][frame.index])
         remaining[key] -= 1
         if not remaining[key]:  # keep at most the files still needed in memory
             del decoded[key]
         if _is_monochrome1(image.ds):
             low, high = _stored_range(image.ds)
-            stored = low + high - stored
-        data[:, :, k] = (stored * frame.slope + frame.intercept).T
+            np.subtract(low + high, work, out=work)
+        work *= frame.slope
+        work += frame.intercept
+        np.copyto(data[:, :, k].T, work)
     if any(_is_monochrome1(frame.image.ds) for frame in frames):
         notes.append("MONOCHROME1 inverted to MONOCHROME2 (higher value = brighter)")
     return data

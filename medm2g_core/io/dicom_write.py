@@ -43,8 +43,8 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 
 import medm2g_core
+from medm2g_core.atomic import atomic_dir
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_dir
 from medm2g_core.io.volume import SourceMeta, Volume, dicom_geometry
 
 SOP_CLASSES = {

@@ -7,14 +7,13 @@ series (a folder), or a PNG preview. Every write goes through the atomic writer.
 import os
 from pathlib import Path
 
+from medm2g_core.atomic import check_writable
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import check_writable
 from medm2g_core.io.dicom_read import is_dicom, read_dicom
-from medm2g_core.io.dicom_write import write_dicom_series
 from medm2g_core.io.nifti import is_nifti, read_nifti, write_nifti
-from medm2g_core.io.preview import write_preview
-from medm2g_core.io.raster import is_raster, read_raster
-from medm2g_core.io.volume import MODALITIES, Volume, canonical_modality
+from medm2g_core.io.raster import is_raster
+from medm2g_core.io.volume import Volume, canonical_modality
+from medm2g_core.vocabulary import FILE_MODALITIES
 
 OUTPUT_FORMATS = ("nifti", "dicom", "png")
 
@@ -46,15 +45,17 @@ def read_volume(
     path = Path(path)
     kind = input_format(path)
     modality = canonical_modality(modality)
-    if modality is not None and modality not in MODALITIES:
-        raise InputError(f"--modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+    if modality is not None and modality not in FILE_MODALITIES:
+        raise InputError(f"modality must be one of {', '.join(FILE_MODALITIES)}; got {modality!r}", option="modality")
     if series is not None and kind != "dicom":
-        raise InputError(f"{path}: --series applies to DICOM input only")
+        raise InputError(f"{path}: a series choice applies to DICOM input only", option="series")
     if frame is not None and kind != "nifti":
-        raise InputError(f"{path}: --frame applies to 4D NIfTI input only")
+        raise InputError(f"{path}: a frame choice applies to 4D NIfTI input only", option="frame")
     if kind == "nifti":
         return read_nifti(path, frame=frame, modality=modality)
     if kind == "raster":
+        from medm2g_core.io.raster import read_raster  # Pillow: imported only for PNG/JPEG input
+
         return read_raster(path, modality=modality or "XRAY")
     volume = read_dicom(path, series=series)
     if modality is not None and modality != volume.modality:
@@ -66,7 +67,7 @@ def output_format(path: str | os.PathLike, to: str | None = None) -> str:
     """The format to write: ``to`` when given, else from the extension (no extension: a DICOM folder)."""
     if to is not None:
         if to not in OUTPUT_FORMATS:
-            raise InputError(f"--to must be one of {', '.join(OUTPUT_FORMATS)}; got {to!r}")
+            raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}; got {to!r}", option="to")
         return to
     name = str(path).lower()
     if is_nifti(name):
@@ -77,7 +78,8 @@ def output_format(path: str | os.PathLike, to: str | None = None) -> str:
         return "dicom"
     raise InputError(
         f"{path}: cannot tell the output format from the extension; use .nii/.nii.gz, .png, "
-        "a folder name for a DICOM series, or --to"
+        "a folder name for a DICOM series, or name the format",
+        option="to",
     )
 
 
@@ -97,5 +99,9 @@ def write_volume(
     if fmt == "nifti":
         return write_nifti(volume, path, overwrite=overwrite)
     if fmt == "png":
+        from medm2g_core.io.preview import write_preview  # Pillow: imported only for previews
+
         return write_preview(volume, path, preset=preset, overwrite=overwrite)
+    from medm2g_core.io.dicom_write import write_dicom_series  # pydicom's SR codes: imported only to write DICOM
+
     return write_dicom_series(volume, path, overwrite=overwrite, series_description=series_description)

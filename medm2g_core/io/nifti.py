@@ -13,10 +13,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
+from nibabel.volumeutils import seek_tell
 
 import medm2g_core
+from medm2g_core.atomic import atomic_path
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_path
 from medm2g_core.io.volume import SourceMeta, Volume, shear
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -57,16 +59,18 @@ def read_nifti(path: str | os.PathLike, frame: int | None = None, modality: str 
             frame = 0
         if len(shape) == 4:
             if frame is None:
-                raise InputError(f"{path}: 4D image with {shape[3]} frames; choose one with --frame N")
+                raise InputError(f"{path}: 4D image with {shape[3]} frames; choose one frame", option="frame")
             if not 0 <= frame < shape[3]:
-                raise InputError(f"{path}: --frame {frame} is out of range (the image has {shape[3]} frames)")
+                raise InputError(
+                    f"{path}: frame {frame} is out of range (the image has {shape[3]} frames)", option="frame"
+                )
             data = np.asarray(image.dataobj[..., frame], dtype=np.float32)
         elif len(shape) in (2, 3):
             if frame not in (None, 0):
-                raise InputError(f"{path}: --frame given but the image is {len(shape)}D")
+                raise InputError(f"{path}: a frame was chosen but the image is {len(shape)}D", option="frame")
             data = np.asarray(image.dataobj, dtype=np.float32)
         else:
-            raise InputError(f"{path}: {len(shape)}D images are not supported (2D, 3D, or 4D with --frame)")
+            raise InputError(f"{path}: {len(shape)}D images are not supported (2D, 3D, or a 4D frame)", option="frame")
     except (OSError, EOFError, ValueError) as exc:  # truncated or corrupt voxel data
         raise InputError(f"{path}: cannot read the voxel data ({exc})") from exc
     data = _finite_or_fail(data, path)
@@ -104,23 +108,32 @@ def _finite_or_fail(data: np.ndarray, path: Path) -> np.ndarray:
     return data
 
 
-def _stored(volume: Volume, quantize: bool) -> tuple[np.ndarray, float, float]:
-    """(stored array, scl_slope, scl_inter) with ``value = stored * slope + inter``.
+def _stored(volume: Volume, quantize: bool) -> tuple[np.ndarray, type, float, float]:
+    """(array, on-disk type, scl_slope, scl_inter) with ``value = array.astype(type) * slope + inter``.
 
-    Integer voxels in the int16 range (CT HU) are stored exactly as int16. Other voxels are float32, or,
-    with ``quantize``, int16 with a per-image slope and intercept (error at most slope / 2): a 2x smaller
-    file for images whose noise is far above that step (MRI, radiographs).
+    Integer voxels in the int16 range (CT HU) are stored exactly as int16 (the float32 voxels themselves
+    are returned: they are cast slice by slice as they are written). Other voxels are float32, or, with
+    ``quantize``, int16 with a per-image slope and intercept (error at most slope / 2): a 2x smaller file for
+    images whose noise is far above that step (MRI, radiographs).
     """
     data = volume.data[:, :, 0] if volume.is_2d else volume.data
     low, high = float(data.min()), float(data.max())
     info = np.iinfo(np.int16)
-    if low >= info.min and high <= info.max and np.array_equal(data, np.round(data)):
-        return data.astype(np.int16), 1.0, 0.0
+    if low >= info.min and high <= info.max and _integral(data):
+        return data, np.int16, 1.0, 0.0
     if not quantize or high == low:
-        return data.astype(np.float32), 1.0, 0.0
+        return data, np.float32, 1.0, 0.0
     slope = (high - low) / (info.max - info.min - 1)
     inter = (high + low) / 2
-    return np.round((data - inter) / slope).astype(np.int16), slope, inter
+    scaled = data - inter
+    scaled /= slope
+    return np.round(scaled, out=scaled).astype(np.int16), np.int16, slope, inter
+
+
+def _integral(data: np.ndarray) -> bool:
+    """Whether every voxel is a whole number, checked one slice at a time (no volume-sized temporary)."""
+    slices = data.T if data.flags.f_contiguous else data  # iterate along the axis that varies slowest in memory
+    return all(np.array_equal(part, np.round(part)) for part in slices)
 
 
 def description(volume: Volume) -> str:
@@ -135,8 +148,8 @@ def description(volume: Volume) -> str:
 
 def to_nifti_image(volume: Volume, quantize: bool = False) -> nib.Nifti1Image:
     """The Nifti1Image medm2g writes for ``volume`` (affine in sform and qform, scl fields, provenance)."""
-    stored, slope, inter = _stored(volume, quantize)
-    image = nib.Nifti1Image(stored, affine=None)
+    stored, disk_type, slope, inter = _stored(volume, quantize)
+    image = nib.Nifti1Image(stored, affine=None, dtype=disk_type)
     header = image.header
     header.set_sform(volume.affine, code=1)
     sheared = shear(volume.affine) > SHEAR_TOLERANCE  # qform code 0: viewers must not place it by the unsheared qform
@@ -166,5 +179,20 @@ def write_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False
         raise InputError(f"{path}: a NIfTI output must end in .nii or .nii.gz")
     image = to_nifti_image(volume, quantize)
     with atomic_path(path, overwrite) as tmp:
-        nib.save(image, tmp)
+        _save(image, tmp)
     return path
+
+
+def _save(image: nib.Nifti1Image, path: Path) -> None:
+    """What ``nib.save`` writes for ``image``, whose header sets the on-disk type and scaling, with the voxels
+    cast one slice at a time: nibabel would need the whole cast array, or take its slow rescaling path."""
+    image.update_header()
+    header = image.header
+    if np.isnan(header["scl_slope"]) and np.isnan(header["scl_inter"]):  # nib.save writes "no scaling" then
+        header.set_slope_inter(1.0, 0.0)
+    disk_type = header.get_data_dtype()
+    with ImageOpener(path, "wb") as handle:
+        header.write_to(handle)
+        seek_tell(handle, header.get_data_offset(), write0=True)
+        for part in np.asanyarray(image.dataobj).T:  # Fortran order on disk: the last axis varies slowest
+            handle.write(part.astype(disk_type, copy=False).tobytes())

@@ -27,8 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 import medm2g_core
+from medm2g_core.atomic import atomic_path, check_writable
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_path, check_writable
 from medm2g_core.io.volume import Volume
 
 # (level, width) in HU. Source: Radiopaedia, "Windowing (CT)" (radiopaedia.org/articles/windowing-ct):

@@ -11,9 +11,8 @@ import nibabel as nib
 import numpy as np
 
 from medm2g_core.errors import InputError
+from medm2g_core.vocabulary import FILE_MODALITIES, MRI_CONTRASTS
 
-MODALITIES = ("CT", "MR", "XRAY", "OT")
-MRI_CONTRASTS = ("T1", "T1ce", "T2", "FLAIR", "PD")
 _SPELLINGS = {"mri": "MR", "x-ray": "XRAY", "cxr": "XRAY"}  # what users type for the stored modality names
 TARGET_SPELLINGS = {"mr": "mri", "x-ray": "xray", "cxr": "xray"}  # and for the model's image modalities
 
@@ -84,8 +83,8 @@ class Volume:
             raise InputError(f"affine must be 4x4, got {self.affine.shape}")
         if abs(np.linalg.det(self.affine[:3, :3])) < 1e-12:
             raise InputError("affine is singular: the image has no usable geometry")
-        if self.modality not in MODALITIES:
-            raise InputError(f"modality must be one of {', '.join(MODALITIES)}; got {self.modality!r}")
+        if self.modality not in FILE_MODALITIES:
+            raise InputError(f"modality must be one of {', '.join(FILE_MODALITIES)}; got {self.modality!r}")
         if self.contrast is not None and self.contrast not in MRI_CONTRASTS:
             raise InputError(f"MRI contrast must be one of {', '.join(MRI_CONTRASTS)}; got {self.contrast!r}")
 

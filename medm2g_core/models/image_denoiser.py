@@ -6,7 +6,7 @@ transformer block) read a context of tokens [B, L, D]: in the single-modal LDM t
 (the unconditional input of classifier-free guidance); in cross-guided generation it is V_B([z_t^B, f_B]) and
 only the ``attn2`` weights train (:meth:`ImageDenoiser.cross_attention_parameters`). MRI contrast enters as
 a class embedding added to the timestep embedding: label 0 means "no contrast given", 1.. follow
-:data:`~medm2g_core.io.volume.MRI_CONTRASTS` (T1, T1ce, T2, FLAIR, PD).
+:data:`~medm2g_core.vocabulary.MRI_CONTRASTS` (T1, T1ce, T2, FLAIR, PD).
 
 Coordinates (``coord_channels``): a UNet has no position embedding, so its cross-attention queries hardly know
 where they are, and a guide's patch tokens (which do carry positions) can only pass global information. With
@@ -29,7 +29,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from medm2g_core.errors import ModelError
-from medm2g_core.io.volume import MRI_CONTRASTS
+from medm2g_core.vocabulary import MRI_CONTRASTS
 
 NO_CONTRAST = 0
 

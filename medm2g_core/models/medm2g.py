@@ -32,11 +32,11 @@ from diffusers import ModelMixin
 from torch import nn
 
 from medm2g_core import __version__
+from medm2g_core.atomic import atomic_dir
 from medm2g_core.devices import resolve_device
 from medm2g_core.errors import ModelError
-from medm2g_core.io.atomic import atomic_dir
+from medm2g_core.vocabulary import MODEL_INDEX
 
-MODEL_INDEX = "model_index.json"
 # class name -> (module, class name): the only classes a model folder can name.
 COMPONENT_CLASSES: dict[str, tuple[str, str]] = {
     "AutoencoderKL": ("diffusers", "AutoencoderKL"),

@@ -1,19 +1,15 @@
 """The noise schedule every MedM2G denoiser shares: linear betas 0.00085..0.012 over 1000 steps (DESIGN.md).
 
-Training draws timesteps from a :class:`~diffusers.DDPMScheduler`; sampling runs a
-:class:`~diffusers.DDIMScheduler` (the paper: 50 steps, eta 1.0) built from the same betas.
+Training draws timesteps from a :class:`~diffusers.DDPMScheduler`; sampling builds its scheduler (the paper:
+DDIM, 50 steps, eta 1.0) from this one's config (:func:`medm2g_core.models.sampler.make_scheduler`).
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers import DDPMScheduler
 
 from medm2g_core.errors import InputError
-
-SAMPLERS = ("ddim", "ddpm")
 
 
 @dataclass
@@ -39,15 +35,6 @@ def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
     return DDPMScheduler(**_schedule_kwargs(config))
 
 
-def make_sampler(config: DiffusionConfig, kind: str = "ddim") -> DDIMScheduler | DDPMScheduler:
-    """The reverse process for sampling; DDIM's eta is passed at step time."""
-    if kind == "ddim":
-        return DDIMScheduler(**_schedule_kwargs(config), set_alpha_to_one=False, steps_offset=1)
-    if kind == "ddpm":
-        return make_train_scheduler(config)
-    raise InputError(f"unknown sampler {kind!r}; use one of {', '.join(SAMPLERS)}")
-
-
 def training_target(
     scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
 ) -> torch.Tensor:
@@ -61,21 +48,3 @@ def training_target(
         return latents
     raise InputError(f"unknown prediction_type {kind!r}; use epsilon, v_prediction or sample")
 
-
-@torch.no_grad()
-def sample_latents(
-    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
-    sampler: DDIMScheduler | DDPMScheduler, steps: int, generator: torch.Generator, device: torch.device,
-    eta: float = 1.0,
-) -> torch.Tensor:
-    """Run the reverse process from pure noise; ``predict(z_t [B,...], t [B]) -> model output [B,...]``.
-
-    ``eta`` is DDIM's (1.0 as the paper: as stochastic as DDPM); a DDPM sampler has none.
-    """
-    sampler.set_timesteps(steps, device=device)
-    step_kwargs = {"eta": eta} if isinstance(sampler, DDIMScheduler) else {}
-    latents = randn_tensor(shape, generator=generator, device=device) * sampler.init_noise_sigma
-    for t in sampler.timesteps:
-        output = predict(latents, t.expand(shape[0]))
-        latents = sampler.step(output, t, latents, generator=generator, **step_kwargs).prev_sample
-    return latents

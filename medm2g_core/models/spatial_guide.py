@@ -14,7 +14,7 @@ the unconditional input of classifier-free guidance is the all-absent layout (al
 
 import torch
 
-from medm2g_core.io.volume import MRI_CONTRASTS
+from medm2g_core.vocabulary import MRI_CONTRASTS
 
 SPATIAL_SLOTS: dict[str, tuple[str, ...]] = {"ct": MRI_CONTRASTS, "mri": ("CT", *MRI_CONTRASTS)}
 

@@ -57,11 +57,11 @@ from medm2g_core.phantoms.brain_atlas import (
 )
 from medm2g_core.phantoms.drr import drr
 from medm2g_core.phantoms.findings import BrainFindings, Tumor
+from medm2g_core.vocabulary import CONTRAST_OF_KEY, SKULL_DETECTOR_MM
 
 LABELS = (*ATLAS_LABELS, "venous_sinus", "choroid_plexus", "necrosis", "enhancing", "edema", "wm_lesion")
 LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
 IMAGE_KEYS = ("ct", "mr_t1", "mr_t1ce", "mr_t2", "mr_flair", "mr_pd")
-MR_CONTRAST_OF = {"mr_t1": "T1", "mr_t1ce": "T1ce", "mr_t2": "T2", "mr_flair": "FLAIR", "mr_pd": "PD"}
 HEAD_FOV_MM = (220.0, 260.0, 200.0)  # x, y, z extent of the whole-head grid: room for the largest heads
 FOV_CENTRE_MM = (0.0, -14.0, 14.0)
 CT_RANGE_HU = (-1024.0, 3071.0)
@@ -524,7 +524,7 @@ def _tissue_values(enhancing_gd: float) -> np.ndarray:
     t2_gd = 1.0 / (1.0 / t2 + GD_R2_PER_MMOL_S * gd / 1000.0)
     rows = [np.array([t.hu for t in tissues])]
     for key in IMAGE_KEYS[1:]:
-        contrast = MR_CONTRAST_OF[key]
+        contrast = CONTRAST_OF_KEY[key]
         relax = (t1_gd, t2_gd) if contrast == "T1ce" else (t1, t2)
         rows.append(MR_GAIN * MR_SEQUENCES[contrast].signal(pd, *relax))
     return np.array(rows, dtype=np.float32)
@@ -551,7 +551,7 @@ def _volumes(images: dict[str, np.ndarray], grid: _Grid, seed: int) -> dict[str,
     provenance = {"model": "medm2g-phantom-brain", "model_version": medm2g_core.__version__, "seed": str(seed)}
     volumes = {}
     for key, data in images.items():
-        contrast = MR_CONTRAST_OF.get(key)
+        contrast = CONTRAST_OF_KEY.get(key)
         meta = SourceMeta(
             format="synthetic", body_part="HEAD", notes=[f"medm2g brain phantom, seed {seed}"],
             series_description=f"SYNTHETIC phantom {contrast or 'CT'}",
@@ -599,7 +599,6 @@ def make_brain_case(seed: int, findings: BrainFindings | None = None, spacing_mm
 
 
 
-SKULL_DETECTOR_MM = 240.0  # a skull film: the head fills most of the detector
 
 
 def skull_radiograph(seed: int, findings: BrainFindings, spacing_mm: float = 2.0, pixels: int = 256) -> Volume:

@@ -46,9 +46,9 @@ from scipy import ndimage
 import medm2g_core
 from medm2g_core.errors import InputError
 from medm2g_core.io.volume import SourceMeta, Volume
+from medm2g_core.vocabulary import DETECTOR_SIZE_MM
 
 SID_MM = 1800.0
-DETECTOR_SIZE_MM = 430.0
 SLAB_MM = 10.0
 BONE_REFERENCE_HU = 1500.0
 BONE_DENSITY_G_CM3 = 1.92

@@ -8,16 +8,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from medm2g_core.vocabulary import CHEST_LABELS
+
 LUNG_LOBES = ("right upper", "right middle", "right lower", "left upper", "left lower")
 SIDES = ("left", "right")
 DEVICES = ("endotracheal tube", "central venous catheter", "pacemaker")
 BRAIN_LOBES = ("frontal", "parietal", "temporal", "occipital")
 
-CHEST_LABELS = (
-    "cardiomegaly", "pleural_effusion", "nodule", "mass", "consolidation", "pneumothorax", "atelectasis",
-    "support_device",
-)
-BRAIN_LABELS = ("tumor", "wm_lesions", "atrophy")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ masses, a cardiothoracic ratio to two decimals); a random subset of the absent f
 impression lists the positives, or states a normal study in one of several phrasings. Text models therefore
 have to learn the findings, not one template. The same generator state always gives the same text.
 
-Every phrase used here is recognised by ``medm2g_core.evaluation.labeler``, so that the labels recovered from a
+Every phrase used here is recognised by ``medm2g_core.data.labeler``, so that the labels recovered from a
 report equal ``findings.labels()``; the test suite checks it on thousands of reports.
 """
 

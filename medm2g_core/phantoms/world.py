@@ -18,18 +18,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medm2g_core.atomic import atomic_dir, atomic_path
 from medm2g_core.data.manifest import CaseRecord, split_for, write_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_dir, atomic_path
 from medm2g_core.io.nifti import write_nifti
 from medm2g_core.io.preview import montage
 from medm2g_core.io.volume import Volume
 from medm2g_core.phantoms.brain import make_brain_case, skull_radiograph
 from medm2g_core.phantoms.chest import make_chest_case
 from medm2g_core.phantoms.reports import brain_report, chest_report
+from medm2g_core.vocabulary import ANATOMIES, SEED_STRIDE
 
-TASKS = ("brain", "chest")
-SEED_STRIDE = 100_003
 CASE_RECORD = "case.json"
 
 
@@ -39,7 +38,7 @@ class PhantomConfig:
 
     cases: int = 200
     seed: int = 0
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = ANATOMIES
     brain_spacing_mm: float = 2.0
     brain_slices: int | None = 24  # an axial slab through the ventricles keeps files small; None = whole head
     chest_spacing_mm: float = 2.5
@@ -49,11 +48,11 @@ class PhantomConfig:
 
     def __post_init__(self) -> None:
         if self.cases < 1:
-            raise InputError("--cases must be at least 1")
-        unknown = set(self.tasks) - set(TASKS)
+            raise InputError(f"the number of cases must be at least 1; got {self.cases}", option="cases")
+        unknown = set(self.tasks) - set(ANATOMIES)
         if unknown or not self.tasks:
-            allowed, given = ",".join(TASKS), ",".join(self.tasks)
-            raise InputError(f"--tasks must be a comma-separated subset of {allowed}; got {given!r}")
+            allowed, given = ",".join(ANATOMIES), ",".join(self.tasks)
+            raise InputError(f"tasks must be a non-empty subset of {allowed}; got {given!r}", option="tasks")
         if self.chest_base is not None:
             _chest_base(self.chest_base)  # fail before any case is made
 
@@ -65,7 +64,7 @@ def _chest_base(path: str) -> Volume:
 
     volume = read_volume(path, modality="CT")  # a DICOM of another modality is refused by the reader
     if volume.is_2d:
-        raise InputError(f"--chest-base {path}: a single slice cannot be a chest volume")
+        raise InputError(f"chest base {path}: a single slice cannot be a chest volume", option="chest_base")
     return volume
 
 
@@ -124,7 +123,8 @@ def prepare_phantom(
     out = Path(out)
     manifest = out / "manifest.jsonl"
     if out.exists() and any(out.iterdir()) and not (overwrite or resume):
-        raise InputError(f"output folder {out} is not empty; pass --resume to continue it or --overwrite")
+        raise InputError(f"output folder {out} is not empty; ask for resume to continue it, or overwrite",
+                         option="resume")
     (out / "cases").mkdir(parents=True, exist_ok=True)
     jobs = [(out, case_id, task, seed, config) for case_id, task, seed in case_plan(config)]
     records: list[CaseRecord] = []
@@ -159,7 +159,7 @@ def write_contact_sheet(
     from medm2g_core.io.nifti import read_nifti
 
     rows: list[tuple[str, list[tuple[str, Image.Image]]]] = []
-    for task in TASKS:
+    for task in ANATOMIES:
         for record in [r for r in records if r.meta.get("task") == task][:per_task]:
             tiles = [(key, _tile(read_nifti(root / rel), tile)) for key, rel in sorted(record.images.items())]
             positives = ", ".join(k for k, v in record.labels.items() if v == 1) or "normal"

@@ -16,12 +16,11 @@ import torch
 
 from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, IntensityMap
 from medm2g_core.errors import InputError
-from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume, canonical_contrast, canonical_target
+from medm2g_core.io.volume import SourceMeta, Volume, canonical_contrast, canonical_target
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.diffusion import SamplingConfig, Stream, sample
+from medm2g_core.models.sampler import SamplingConfig, Stream, sample
 from medm2g_core.sampling.guides import (
-    IMAGE_MODALITIES,
     decode_images,
     decode_reports,
     guide_context,
@@ -29,7 +28,8 @@ from medm2g_core.sampling.guides import (
     text_guide,
 )
 from medm2g_core.sampling.routes import follow, latent_shape
-from medm2g_core.sampling.translate import SEED_STRIDE, radiograph_affine
+from medm2g_core.sampling.translate import radiograph_affine
+from medm2g_core.vocabulary import IMAGE_MODALITIES, MRI_CONTRASTS, SEED_STRIDE
 
 NOMINAL_FOV_MM = {"xray": 430.0, "ct": 256.0, "mri": 256.0}  # generated slices carry no patient geometry
 
@@ -47,10 +47,11 @@ class GenerateOptions:
         object.__setattr__(self, "contrast", canonical_contrast(self.contrast))
         unknown = [m for m in self.modalities if m not in IMAGE_MODALITIES]
         if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
-            raise InputError(f"--modality takes distinct values from {', '.join(IMAGE_MODALITIES)}; "
-                             f"got {','.join(self.modalities)}")
+            raise InputError(f"modalities must be distinct values from {', '.join(IMAGE_MODALITIES)}; "
+                             f"got {','.join(self.modalities)}", option="modality")
         if self.contrast not in MRI_CONTRASTS:
-            raise InputError(f"--contrast must be one of {', '.join(MRI_CONTRASTS)}; got {self.contrast!r}")
+            raise InputError(f"MRI contrast must be one of {', '.join(MRI_CONTRASTS)}; got {self.contrast!r}",
+                             option="contrast")
 
 
 def case_generators(seeds: list[int], stream: int = 0) -> list[torch.Generator]:
@@ -80,7 +81,8 @@ def generate_images(
 def _joint(model: MedM2G, guide, options: GenerateOptions, seeds: list[int]) -> dict[str, np.ndarray]:
     wanted = set(options.modalities)
     if "mri" in wanted and "ct" not in wanted:
-        raise InputError("joint MRI generation needs CT with it (MRI is guided by CT); add ct to --modality")
+        raise InputError("joint MRI generation needs CT with it (MRI is guided by CT); add ct to the modalities",
+                         option="modality")
     device = model["image_vae"].device
     generators = case_generators(seeds)
     text = guide_context(model, "text", guide.latent.to(device), guide.prompt.to(device), 0, generators)

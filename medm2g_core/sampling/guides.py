@@ -16,9 +16,6 @@ from diffusers.utils.torch_utils import randn_tensor
 from medm2g_core.errors import ModelError
 from medm2g_core.models.medm2g import MedM2G
 
-IMAGE_MODALITIES = ("xray", "ct", "mri")
-MODALITIES = ("text", *IMAGE_MODALITIES)
-
 
 @dataclass
 class Guide:

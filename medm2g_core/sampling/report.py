@@ -11,15 +11,16 @@ import numpy as np
 import torch
 
 import medm2g_core
+from medm2g_core.data.labeler import label_report
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.labeler import label_report
 from medm2g_core.io.volume import Volume
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.sampling.guides import decode_reports, image_guide, image_resolution
 from medm2g_core.sampling.routes import follow
 from medm2g_core.sampling.slices import cut
-from medm2g_core.sampling.translate import SEED_STRIDE, source_modality
+from medm2g_core.sampling.translate import source_modality
+from medm2g_core.vocabulary import SEED_STRIDE
 
 HEADER = "AI-GENERATED REPORT - UNVERIFIED - NOT FOR DIAGNOSIS"
 
@@ -33,8 +34,12 @@ class ReportOptions:
     num_beams: int = 1
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.slices < 1 or self.num_beams < 1:
-            raise InputError("--n, --slices and --beams must be at least 1")
+        if self.n < 1:
+            raise InputError(f"the number of reports must be at least 1; got {self.n}", option="n")
+        if self.slices < 1:
+            raise InputError(f"guiding slices must be at least 1; got {self.slices}", option="slices")
+        if self.num_beams < 1:
+            raise InputError(f"beam width must be at least 1; got {self.num_beams}", option="beams")
 
 
 @dataclass

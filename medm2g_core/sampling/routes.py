@@ -1,6 +1,6 @@
 """Which guided directions a model has, and how to get from any modality to any other through them.
 
-The multi-flow rounds (paper 3.5, :data:`~medm2g_core.training.cross_stage.ROUNDS`) train guidance between
+The multi-flow rounds (paper 3.5, :data:`~medm2g_core.vocabulary.CROSS_ROUNDS`) train guidance between
 text and X-ray, text and CT, and CT and MRI, both ways. Every other direction goes through the modalities in
 between, as the multi-flow design intends (CT bridges text and MRI): MRI -> X-ray is MRI -> CT -> text ->
 X-ray. :func:`route` gives the shortest such path; :func:`hop` generates one step of it: the target's latents
@@ -19,12 +19,10 @@ from collections.abc import Callable
 import torch
 
 from medm2g_core.errors import InputError
-from medm2g_core.io.volume import MRI_CONTRASTS
 from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.models.sampler import SamplingConfig, Stream, sample
 from medm2g_core.models.spatial_guide import fill_slots, slot_of, spatial_input
-from medm2g_core.sampling.diffusion import SamplingConfig, Stream, sample
 from medm2g_core.sampling.guides import (
-    MODALITIES,
     Guide,
     decode_images,
     decode_reports,
@@ -33,10 +31,9 @@ from medm2g_core.sampling.guides import (
     require,
     text_guide,
 )
-from medm2g_core.training.cross_stage import ROUNDS
-from medm2g_core.training.pairs import pair_sides
+from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS
 
-EDGES = tuple(pair_sides(spec.kind) for spec in ROUNDS.values())  # trained both ways
+EDGES = tuple(tuple(kind.split("-")) for kind in CROSS_ROUNDS)  # each round's pair, trained both ways
 
 
 def route(source: str, target: str) -> list[str]:

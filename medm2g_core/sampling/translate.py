@@ -18,19 +18,16 @@ import torch
 import medm2g_core
 from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, IntensityMap
 from medm2g_core.errors import InputError
-from medm2g_core.io.volume import MRI_CONTRASTS, SourceMeta, Volume, canonical_contrast, canonical_target
+from medm2g_core.io.volume import SourceMeta, Volume, canonical_contrast, canonical_target
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.phantoms.drr import DETECTOR_SIZE_MM
-from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.sampling.guides import decode_images, image_guide, image_resolution
 from medm2g_core.sampling.routes import follow
 from medm2g_core.sampling.slices import SliceStack, cut, uncut
+from medm2g_core.vocabulary import DETECTOR_SIZE_MM, MODALITY_OF_FILE, MRI_CONTRASTS, SEED_STRIDE, TRANSLATE_TARGETS
 
-MODALITY_OF = {"CT": "ct", "MR": "mri", "XRAY": "xray"}
-TARGETS = ("ct", "mri", "xray")
 MR_OUTPUT_RANGE = (0.0, 1000.0)
-SEED_STRIDE = 100_003
 
 
 @dataclass(frozen=True)
@@ -44,14 +41,17 @@ class TranslateOptions:
     def __post_init__(self) -> None:  # any spelling of the names (CT, Mri, t1ce, flair) is taken
         object.__setattr__(self, "target", canonical_target(self.target))
         object.__setattr__(self, "contrast", canonical_contrast(self.contrast))
-        if self.target not in TARGETS:
-            raise InputError(f"--to must be one of {', '.join(TARGETS)}; got {self.target!r}")
+        if self.target not in TRANSLATE_TARGETS:
+            raise InputError(f"translation target must be one of {', '.join(TRANSLATE_TARGETS)}; got {self.target!r}",
+                             option="to")
         if self.contrast is not None and self.contrast not in MRI_CONTRASTS:
-            raise InputError(f"--contrast must be one of {', '.join(MRI_CONTRASTS)}; got {self.contrast!r}")
+            raise InputError(f"MRI contrast must be one of {', '.join(MRI_CONTRASTS)}; got {self.contrast!r}",
+                             option="contrast")
         if self.contrast is not None and self.target != "mri":
-            raise InputError("--contrast applies to an MRI target only")
+            raise InputError(f"a contrast applies to an MRI target only; the target is {self.target}",
+                             option="contrast")
         if self.batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
+            raise InputError(f"batch size must be at least 1; got {self.batch_size}", option="batch_size")
 
 
 def assume_modality(volume: Volume) -> Volume:
@@ -70,10 +70,10 @@ def assume_modality(volume: Volume) -> Volume:
 
 
 def source_modality(volume: Volume) -> str:
-    if volume.modality not in MODALITY_OF:
-        raise InputError(f"cannot translate a {volume.modality} image; give CT, MR or an X-ray (use --modality "
-                         "for NIfTI/PNG inputs, whose files do not say)")
-    return MODALITY_OF[volume.modality]
+    if volume.modality not in MODALITY_OF_FILE:
+        raise InputError(f"cannot translate a {volume.modality} image; give CT, MR or an X-ray, and name the modality "
+                         "of a NIfTI/PNG input, whose file does not say", option="modality")
+    return MODALITY_OF_FILE[volume.modality]
 
 
 def check_sources(sources: list[Volume]) -> str:

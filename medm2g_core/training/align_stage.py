@@ -30,10 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from medm2g_core.atomic import write_text
 from medm2g_core.data.cache import Cache
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.retrieval import retrieval_matrix
-from medm2g_core.io.atomic import write_text
 from medm2g_core.models.medm2g import export_component
 from medm2g_core.models.prompt_encoder import ImagePromptEncoder, ImagePromptEncoderConfig, TextPromptEncoder
 from medm2g_core.models.text_vae import TextVAE
@@ -48,6 +47,7 @@ from medm2g_core.training.pairs import (
     part,
     text_store,
 )
+from medm2g_core.training.retrieval import retrieval_matrix
 from medm2g_core.training.stage import OptimConfig
 
 

@@ -12,7 +12,7 @@
 - ``trainer.json``: format, step, stage name, the ``OptimConfig``, process count, versions, the metrics window
   and the last logged metrics.
 
-The folder is written through :func:`~medm2g_core.io.atomic.atomic_dir`, so a checkpoint either exists complete
+The folder is written through :func:`~medm2g_core.atomic.atomic_dir`, so a checkpoint either exists complete
 or not at all; what a killed writer leaves behind is a hidden ``.step-*.partial-*`` folder, which is never read
 and is removed by :func:`remove_leftovers`.
 """
@@ -29,8 +29,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from medm2g_core.atomic import atomic_dir
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_dir
 
 FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8,})$")

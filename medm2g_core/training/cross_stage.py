@@ -31,9 +31,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
+from medm2g_core.atomic import write_text
 from medm2g_core.data.cache import Cache
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import write_text
 from medm2g_core.models.context_encoder import ContextEncoder, ContextEncoderConfig
 from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import MedM2G, export_component
@@ -106,7 +106,8 @@ class CrossStage:
         self.sides = pair_sides(self.round.kind)
         missing = [name for name in needed if name not in model]
         if missing:
-            raise InputError(f"round {round_name} needs {', '.join(missing)} in --model (train those stages first)")
+            raise InputError(f"round {round_name} needs {', '.join(missing)} in the model it builds on; train those "
+                             "stages first", option="model")
         self.model = model
         self.denoisers = {m: model[f"denoiser_{m}"] for m in self.sides}
         self.prompt_encoders = {m: model[f"prompt_encoder_{m}"].eval() for m in self.sides}

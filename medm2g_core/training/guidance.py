@@ -18,17 +18,8 @@ from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from medm2g_core.errors import InputError
 from medm2g_core.models.context_encoder import ContextEncoder
-
-
-def tile_null(denoiser: nn.Module, batch: int, length: int) -> torch.Tensor:
-    """The denoiser's null context [B, length, D], its T tokens repeated length/T times (same attention output)."""
-    null = denoiser.null_context  # [T, D]
-    if length % len(null):
-        raise InputError(f"a context of {length} tokens cannot stand in for the {len(null)}-token null context; "
-                         "make the context encoder's token count a multiple of the denoiser's context_tokens")
-    return null.repeat(length // len(null), 1).unsqueeze(0).expand(batch, -1, -1)
+from medm2g_core.models.sampler import tile_null
 
 
 def drop_to_null(

@@ -29,24 +29,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from medm2g_core.data.cache import Cache
-from medm2g_core.data.manifest import IMAGE_KEYS
 from medm2g_core.errors import InputError
-from medm2g_core.io.volume import MRI_CONTRASTS
 from medm2g_core.models.context_encoder import ContextEncoder, ContextEncoderConfig
 from medm2g_core.models.image_denoiser import NO_CONTRAST, ImageDenoiser, ImageDenoiserConfig, adapt_pretrained_unet
 from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import export_component
-from medm2g_core.models.schedule import (
-    DiffusionConfig,
-    make_sampler,
-    make_train_scheduler,
-    sample_latents,
-    training_target,
-)
+from medm2g_core.models.sampler import SamplingConfig, Stream, sample
+from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.training.guidance import self_guided_context
 from medm2g_core.training.image_vae_stage import CacheSlices, save_image_grid
+from medm2g_core.vocabulary import MODALITY_KEYS, MRI_CONTRASTS
 
-MODALITY_KEYS = {"xray": ("xray",), "ct": ("ct",), "mri": tuple(k for k in IMAGE_KEYS if k.startswith("mr"))}
 PREVIEWS_PER_LABEL = 8  # X-ray / CT: 8 samples; MRI: a row of this many per contrast
 
 
@@ -79,7 +72,7 @@ class ImageLDMStage:
             raise InputError(f"denoiser in_channels {config.in_channels} != VAE latent_channels "
                              f"{vae.config.latent_channels}")
         self.name = f"ldm-{key}"
-        self.cache, self.key, self.diffusion = cache, key, diffusion
+        self.cache, self.key = cache, key
         self.cond_dropout, self.preview_steps = cond_dropout, preview_steps
         self.vae = vae.requires_grad_(False).eval()
         with torch.random.fork_rng(devices=[]):
@@ -134,16 +127,16 @@ class ImageLDMStage:
 
     @torch.no_grad()
     def sample(self, folder: Path, step: int) -> None:
-        """Samples from fixed noise (DDIM, ``preview_steps``, eta 1): X-ray/CT one row, MRI a row per contrast."""
+        """Samples from fixed noise by the users' loop (DDIM, ``preview_steps``, eta 1, null context, no guidance):
+        X-ray/CT one row, MRI a row per contrast."""
         device = self.denoiser.device
         labels = self._preview_labels().to(device)
         contrast = labels if self.denoiser.config.num_contrasts else None
         side = self.cache.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
         shape = (len(labels), self.vae.config.latent_channels, side, side)
-        latents = sample_latents(
-            lambda z, t: self.denoiser(z, t, contrast=contrast), shape, make_sampler(self.diffusion),
-            self.preview_steps, torch.Generator().manual_seed(0), device,
-        )
+        stream = Stream(self.denoiser, shape, lambda t, z: self.denoiser.null(len(labels)), contrast=contrast)
+        latents = sample({self.key: stream}, self.scheduler, SamplingConfig(self.preview_steps, guidance=1.0),
+                         torch.Generator().manual_seed(0), device)[self.key]
         images = self.vae.decode(latents.to(self.vae.device, self.vae.dtype) / self.vae.config.scaling_factor).sample
         save_image_grid(images, Path(folder) / f"{self.name}-{step:06d}.png", columns=PREVIEWS_PER_LABEL)
 

@@ -25,10 +25,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from medm2g_core.atomic import atomic_path
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import key_modality
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import atomic_path
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.image_vae import ImageVAEConfig, adapt_pretrained_vae, build_image_vae, measure_scaling_factor
 from medm2g_core.models.medm2g import export_component

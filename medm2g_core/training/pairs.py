@@ -22,13 +22,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from medm2g_core.data.cache import Cache
-from medm2g_core.data.manifest import IMAGE_KEYS, key_modality
+from medm2g_core.data.manifest import key_modality
 from medm2g_core.errors import InputError
 from medm2g_core.models.image_denoiser import contrast_label
-
-PAIR_KINDS = ("text-xray", "text-ct", "text-mri", "ct-mri")
-MODALITIES = ("text", "xray", "ct", "mri")
-IMAGE_STREAMS = {"xray": ("xray",), "ct": ("ct",), "mri": tuple(k for k in IMAGE_KEYS if k.startswith("mr_"))}
+from medm2g_core.vocabulary import MODALITY_KEYS, PAIR_KINDS
 
 
 def pair_sides(kind: str) -> tuple[str, str]:
@@ -56,7 +53,7 @@ class Store:
 def image_store(cache: Cache, split: str, modality: str) -> Store | None:
     """Every slice of ``modality`` (MRI: every contrast) in ``split`` (or several: ``"val+test"``), or None when
     there are none."""
-    found = [(s, k) for s in split.split("+") for k in IMAGE_STREAMS[modality] if f"{s}/{k}" in cache.index["shards"]]
+    found = [(s, k) for s in split.split("+") for k in MODALITY_KEYS[modality] if f"{s}/{k}" in cache.index["shards"]]
     if not found:
         return None
     keys = [k for _, k in found]
@@ -88,7 +85,7 @@ def has_pairs(cache: Cache, split: str, kind: str) -> bool:
             cases.append({n for n, c in enumerate(cache.index["cases"])
                           if c["split"] == split and (c.get("report") or "").strip()})
         else:
-            cases.append({int(n) for k in IMAGE_STREAMS[modality] if f"{split}/{k}" in cache.index["shards"]
+            cases.append({int(n) for k in MODALITY_KEYS[modality] if f"{split}/{k}" in cache.index["shards"]
                           for n in np.unique(cache.stream(split, k)["case"])})
     return len(cases[0] & cases[1]) >= 2
 

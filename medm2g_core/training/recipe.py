@@ -1,4 +1,4 @@
-"""Recipes: one TOML file says how every stage of a model is trained (``recipes/*.toml``).
+"""Recipes: one TOML file says how every stage of a model is trained (``recipes/*.toml``, shipped as package data).
 
 Each stage has its model config (the same dataclass the model is built from) and its optimisation
 (:class:`OptimConfig`). Unknown keys are errors naming the key; nothing in a recipe is evaluated as code.
@@ -7,10 +7,11 @@ Each stage has its model config (the same dataclass the model is built from) and
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU
-from medm2g_core.environment import recipes_dir
+from medm2g_core.environment import available_recipes, recipes_dir
 from medm2g_core.errors import InputError
 from medm2g_core.models.image_denoiser import ImageDenoiserConfig
 from medm2g_core.models.image_vae import ImageVAEConfig
@@ -93,8 +94,8 @@ class Recipe:
     ablation: AblationRecipe = field(default_factory=AblationRecipe)
 
 
-def recipe_path(name_or_path: str | os.PathLike) -> Path:
-    """A recipe file: a path to a ``.toml`` file, or the name of one shipped in ``recipes/``."""
+def recipe_path(name_or_path: str | os.PathLike) -> Traversable:
+    """A recipe file: a path to a ``.toml`` file, or the name of one shipped with medm2g (package data)."""
     path = Path(name_or_path)
     if path.suffix == ".toml":
         if not path.is_file():
@@ -102,7 +103,7 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
         return path
     shipped = recipes_dir() / f"{name_or_path}.toml"
     if not shipped.is_file():
-        names = ", ".join(p.stem for p in sorted(recipes_dir().glob("*.toml")))
+        names = ", ".join(available_recipes())
         raise InputError(f"unknown recipe {str(name_or_path)!r}; shipped recipes: {names} (or give a .toml path)")
     return shipped
 
@@ -115,5 +116,5 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"recipe {path}: not valid TOML ({exc})") from exc
     if "name" not in table:
-        table["name"] = path.stem
+        table["name"] = path.name.removesuffix(".toml")
     return from_dict(Recipe, table, f"recipe {path.name}")

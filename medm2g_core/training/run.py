@@ -11,26 +11,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from medm2g_core import __version__
-from medm2g_core.data.cache import CACHE_INDEX, Cache, CacheConfig, build_cache
-from medm2g_core.data.manifest import IMAGE_KEYS
+from medm2g_core.atomic import write_text
+from medm2g_core.data.cache import Cache, CacheConfig, build_cache
 from medm2g_core.errors import InputError
-from medm2g_core.hub import resolve_pretrained
-from medm2g_core.io.atomic import write_text
+from medm2g_core.hub import load_model, model_folder, resolve_pretrained
 from medm2g_core.models.context_encoder import ContextEncoderConfig
-from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G, load_exported
+from medm2g_core.models.medm2g import MedM2G, load_exported
 from medm2g_core.models.schedule import make_train_scheduler
 from medm2g_core.training.config_loading import to_dict
 from medm2g_core.training.recipe import Recipe
 from medm2g_core.training.stage import OptimConfig, Stage
 from medm2g_core.training.trainer import TrainResult, train
-
-VAE_MODALITIES = ("image", "xray", "ct", "mri", "text")
-LDM_MODALITIES = ("xray", "ct", "mri", "text")
-MRI_KEYS = tuple(key for key in IMAGE_KEYS if key.startswith("mr_"))
+from medm2g_core.vocabulary import (
+    CACHE_INDEX,
+    LDM_MODALITIES,
+    MODALITY_KEYS,
+    MODEL_INDEX,
+    SPATIAL_ROUND,
+    VAE_MODALITIES,
+)
 
 
 @dataclass
@@ -40,7 +40,7 @@ class StageRun:
     recipe: Recipe
     data: Path  # a manifest, a prepared folder holding manifest.jsonl, or a cache folder
     out: Path
-    base_model: Path | None = None
+    base_model: str | Path | None = None  # a folder, an imported name or a Hub id (as every --model)
     resume: bool = False
     device: str = "auto"
     progress: bool = True
@@ -60,12 +60,12 @@ def open_cache(run: StageRun) -> Cache:
     """The cache ``--data`` names, or one built (once) from its manifest into ``RUN/cache``."""
     data = run.data
     if not data.exists():
-        raise InputError(f"--data {data}: no such file or folder")
+        raise InputError(f"training data {data}: no such file or folder", option="data")
     if (data / CACHE_INDEX).is_file():
         cache = Cache.open(data)
         if cache.resolution != run.recipe.data.resolution:
-            raise InputError(f"--data {data}: cached at {cache.resolution} px but recipe "
-                             f"{run.recipe.name} trains at {run.recipe.data.resolution} px")
+            raise InputError(f"training data {data}: cached at {cache.resolution} px but recipe "
+                             f"{run.recipe.name} trains at {run.recipe.data.resolution} px", option="data")
         return cache
     manifest = data / "manifest.jsonl" if data.is_dir() else data
     folder = run.out / "cache"
@@ -79,7 +79,7 @@ def open_cache(run: StageRun) -> Cache:
 
 def image_keys(cache: Cache, modality: str, recipe_keys: tuple[str, ...]) -> tuple[str, ...]:
     """The cache streams a modality trains on; an error when the data has none of them."""
-    wanted = {"image": recipe_keys, "xray": ("xray",), "ct": ("ct",), "mri": MRI_KEYS}[modality]
+    wanted = recipe_keys if modality == "image" else MODALITY_KEYS[modality]
     present = tuple(k for k in wanted if f"train/{k}" in cache.index["shards"])
     if not present:
         raise InputError(f"the data has no {modality} images in its train split (looked for {', '.join(wanted)})")
@@ -90,17 +90,12 @@ def load_base(run: StageRun, needed: tuple[str, ...] = ()) -> MedM2G:
     """The ``--model`` to build on (empty when not given); ``needed`` components must be in it."""
     if run.base_model is None:
         if needed:
-            raise InputError(f"this stage needs a --model with {', '.join(needed)} (train it first)")
+            raise InputError(f"this stage builds on a model with {', '.join(needed)}; train it first", option="model")
         return MedM2G()
-    if not run.base_model.is_dir():
-        raise InputError(f"--model {run.base_model}: no such model folder")
-    model = MedM2G.from_pretrained(run.base_model)
-    for component in model.components.values():  # training runs in fp32, also from an fp16-stored model
-        if isinstance(component, nn.Module) and any(p.dtype != torch.float32 for p in component.parameters()):
-            component.to(torch.float32)
+    model = load_model(str(run.base_model))  # verified, and in fp32 also from an fp16-stored model
     missing = [name for name in needed if name not in model]
     if missing:
-        raise InputError(f"--model {run.base_model} has no {', '.join(missing)}; train that stage first")
+        raise InputError(f"model {run.base_model} has no {', '.join(missing)}; train that stage first", option="model")
     return model
 
 
@@ -147,7 +142,7 @@ def write_run_record(run: StageRun, stage_name: str, optim: OptimConfig, result:
         "command": f"train {stage_name}",
         "recipe": to_dict(run.recipe),
         "data": str(run.data.resolve()),
-        "base_model": str(run.base_model.resolve()) if run.base_model else None,
+        "base_model": str(model_folder(str(run.base_model)).resolve()) if run.base_model else None,
         "device": run.device,
         "seed": optim.seed,
         "steps": result.steps,
@@ -165,7 +160,8 @@ def train_vae(run: StageRun, modality: str) -> TrainResult:
     from medm2g_core.training.text_vae_stage import TextVAEStage, reports_from_cache
 
     if modality not in VAE_MODALITIES:
-        raise InputError(f"--modality must be one of {', '.join(VAE_MODALITIES)}; got {modality!r}")
+        raise InputError(f"autoencoder modality must be one of {', '.join(VAE_MODALITIES)}; got {modality!r}",
+                         option="modality")
     base = load_base(run)
     if modality == "text":
         section = run.recipe.text_vae
@@ -194,7 +190,8 @@ def train_ldm(run: StageRun, modality: str) -> TrainResult:
     from medm2g_core.training.text_ldm_stage import TextLDMStage
 
     if modality not in LDM_MODALITIES:
-        raise InputError(f"--modality must be one of {', '.join(LDM_MODALITIES)}; got {modality!r}")
+        raise InputError(f"denoiser modality must be one of {', '.join(LDM_MODALITIES)}; got {modality!r}",
+                         option="modality")
     if modality == "text":
         base = load_base(run, ("text_vae",))
         section = run.recipe.text_ldm
@@ -229,9 +226,8 @@ def train_cross(run: StageRun, round_name: str, lcag: bool | None = None) -> Tra
     """``medm2g train cross --round R``: one multi-flow round of cross-guided training on the ``--model``, or the
     spatial round (``R = spatial``); ``lcag`` overrides the recipe's ``[ablation]`` switch."""
     from medm2g_core.training.cross_stage import CrossStage, required_components
-    from medm2g_core.training.spatial_stage import ROUND
 
-    if round_name == ROUND:
+    if round_name == SPATIAL_ROUND:
         return train_spatial(run)
     base = load_base(run, required_components(round_name))  # before the cache is built: bad input writes nothing
     section = run.recipe.cross
@@ -255,11 +251,9 @@ def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | Non
     """``medm2g train cross --all``: the recipe's rounds in order, each in ``RUN/<round>`` on the previous model,
     then the spatial round when ``spatial`` (default: the recipe's ``[ablation] spatial``); ``RUN/model`` is the
     final model."""
-    from medm2g_core.training.spatial_stage import ROUND
-
     spatial = run.recipe.ablation.spatial if spatial is None else spatial
     results, model = [], run.base_model
-    for round_name in (*run.recipe.cross.rounds, *((ROUND,) if spatial else ())):
+    for round_name in (*run.recipe.cross.rounds, *((SPATIAL_ROUND,) if spatial else ())):
         step = replace(run, out=run.out / round_name, base_model=model)
         results.append(train_cross(step, round_name, lcag))
         model = step.out / "model"
@@ -298,7 +292,8 @@ def train_all(run: StageRun, announce: Callable[[int, str, bool], None] | None =
     ``run.resume`` finished stages are kept and the interrupted one continues from its newest checkpoint.
     ``announce(index, name, skipped)`` is told of each stage before it starts."""
     if not run.resume and run.out.exists() and any(run.out.iterdir()):
-        raise InputError(f"--out {run.out} is not empty; pass --resume to continue that run, or choose another folder")
+        raise InputError(f"run folder {run.out} is not empty; ask for resume to continue that run, or choose another "
+                         "folder", option="resume")
     data = open_cache(replace(run, out=run.out)).root
     model, done = run.base_model, {}
     for index, name in enumerate(ALL_STAGES):

@@ -31,21 +31,20 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
+from medm2g_core.atomic import write_text
 from medm2g_core.data.cache import Cache
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import write_text
-from medm2g_core.io.volume import MRI_CONTRASTS
 from medm2g_core.models.image_denoiser import ImageDenoiser, with_spatial_path
 from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import MedM2G, export_component
+from medm2g_core.models.sampler import tile_null
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.models.spatial_guide import spatial_channels, spatial_input
-from medm2g_core.training.guidance import tile_null
 from medm2g_core.training.pairs import Store, image_store, store_embeddings
 from medm2g_core.training.stage import OptimConfig
+from medm2g_core.vocabulary import MRI_CONTRASTS, SPATIAL_ROUND
 
 TARGETS = ("ct", "mri")
-ROUND = "spatial"
 
 
 @dataclass
@@ -80,8 +79,9 @@ class SpatialStage:
                  seed: int = 0) -> None:
         missing = [name for name in required_components() if name not in model]
         if missing:
-            raise InputError(f"the spatial round needs {', '.join(missing)} in --model (train those stages first)")
-        self.name = f"cross-{ROUND}"
+            raise InputError(f"the spatial round needs {', '.join(missing)} in the model it builds on; train those "
+                             "stages first", option="model")
+        self.name = f"cross-{SPATIAL_ROUND}"
         self.cache, self.config, self.model = cache, config, model
         self.vae = model["image_vae"].eval()
         channels = self.vae.config.latent_channels

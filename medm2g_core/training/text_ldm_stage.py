@@ -20,18 +20,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
+from medm2g_core.atomic import write_text
 from medm2g_core.data.cache import Cache
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import write_text
 from medm2g_core.models.context_encoder import ContextEncoder, ContextEncoderConfig
 from medm2g_core.models.medm2g import export_component
-from medm2g_core.models.schedule import (
-    DiffusionConfig,
-    make_sampler,
-    make_train_scheduler,
-    sample_latents,
-    training_target,
-)
+from medm2g_core.models.sampler import SamplingConfig, Stream, sample
+from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.models.text_denoiser import TextDenoiser, TextDenoiserConfig
 from medm2g_core.models.text_vae import TextVAE
 from medm2g_core.training.guidance import self_guided_context
@@ -65,7 +60,7 @@ class TextLDMStage:
             raise InputError(f"denoiser latent_dim {config.latent_dim} != text VAE latent_dim "
                              f"{text_vae.config.latent_dim}")
         self.name = "ldm-text"
-        self.source, self.diffusion, self.preview_steps = cache_or_reports, diffusion, preview_steps
+        self.source, self.preview_steps = cache_or_reports, preview_steps
         self.text_vae = text_vae.requires_grad_(False).eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -136,12 +131,12 @@ class TextLDMStage:
 
     @torch.no_grad()
     def sample(self, folder: Path, step: int) -> None:
-        """Reports decoded (greedy) from DDIM samples of fixed noise, one per line, in a .txt file."""
+        """Reports decoded (greedy) from samples of fixed noise by the users' loop (DDIM, null context, no
+        guidance), one per line, in a .txt file."""
         shape = (PREVIEW_REPORTS, self.denoiser.config.latent_dim)
-        latents = sample_latents(
-            lambda z, t: self.denoiser(z, t), shape, make_sampler(self.diffusion), self.preview_steps,
-            torch.Generator().manual_seed(0), self.denoiser.device,
-        )
+        stream = Stream(self.denoiser, shape, lambda t, z: self.denoiser.null(PREVIEW_REPORTS))
+        latents = sample({"text": stream}, self.scheduler, SamplingConfig(self.preview_steps, guidance=1.0),
+                         torch.Generator().manual_seed(0), self.denoiser.device)["text"]
         reports = self.text_vae.decode(latents / self.scaling_factor(), num_beams=1)
         Path(folder).mkdir(parents=True, exist_ok=True)
         write_text(Path(folder) / f"{self.name}-{step:06d}.txt", "\n".join(reports) + "\n", overwrite=True)

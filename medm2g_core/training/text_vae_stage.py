@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from medm2g_core.atomic import write_text
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import SPLITS, Manifest, read_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.text_metrics import corpus_bleu
-from medm2g_core.io.atomic import write_text
+from medm2g_core.metrics.text_metrics import corpus_bleu
 from medm2g_core.models.medm2g import export_component
 from medm2g_core.models.text_vae import TextVAE, TextVAEConfig
 from medm2g_core.models.tokenizer import load_tokenizer, normalise_report, train_tokenizer

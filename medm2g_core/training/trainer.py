@@ -55,9 +55,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import medm2g_core
+from medm2g_core.atomic import atomic_dir, write_text
 from medm2g_core.devices import resolve_device
 from medm2g_core.errors import InputError, Medm2gError, OutputExistsError
-from medm2g_core.io.atomic import atomic_dir, write_text
 from medm2g_core.training import checkpoint as ckpt
 from medm2g_core.training.stage import OptimConfig, Stage
 
@@ -128,8 +128,8 @@ def _make_accelerator(config: OptimConfig, device: str) -> Accelerator:
         GradientState._reset_state()
     if resolved.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if ":" in device:
-            raise InputError(f"--device {device} names one GPU, but under a multi-process launch each process uses "
-                             "its own; pass --device auto or cuda")
+            raise InputError(f"device {device} names one GPU, but under a multi-process launch each process uses "
+                             "its own; use device auto or cuda", option="device")
     elif resolved.type == "cuda" and resolved.index is not None:
         torch.cuda.set_device(resolved)  # accelerate's single-process device is the current CUDA device
     return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
@@ -331,7 +331,7 @@ class _Run:
         latest = ckpt.latest_checkpoint(self.checkpoints)
         if latest is not None and not resume:
             raise OutputExistsError(f"{self.run_dir} already holds a training run (checkpoint {latest.name}); "
-                                    "pass --resume to continue it or choose another folder")
+                                    "ask for resume to continue it, or choose another folder", option="resume")
         rng = self._load(latest) if latest is not None else None
         # A run stopped between its last step and its export only needs the export.
         self.finished = self.step >= self.config.steps and (self.run_dir / "model").is_dir()

@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from medm2g_core.atomic import check_writable
 from medm2g_core.data.manifest import CaseRecord, write_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.io.atomic import check_writable
 
 Progress = Callable[[int, int], None]
 MANIFEST_NAME = "manifest.jsonl"

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import medm2g_core
-from medm2g_core.evaluation.image_metrics import volume_psnr_ssim
-from medm2g_core.evaluation.labeler import binary_labels
-from medm2g_core.io.atomic import write_text
+from medm2g_core.atomic import write_text
+from medm2g_core.data.labeler import binary_labels
 from medm2g_core.io.nifti import write_nifti
 from medm2g_core.io.preview import write_preview
 from medm2g_core.io.volume import Volume
+from medm2g_core.metrics.image_metrics import volume_psnr_ssim
 from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.phantoms.world import PhantomConfig, make_case
-from medm2g_core.sampling.diffusion import SamplingConfig
 from medm2g_core.sampling.generate import GenerateOptions, as_volume, generate_images
 from medm2g_core.sampling.report import HEADER, ReportOptions, write_report
 from medm2g_core.sampling.translate import TranslateOptions, provenance, translate_volume

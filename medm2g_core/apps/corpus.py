@@ -25,17 +25,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medm2g_core.atomic import atomic_dir, write_text
+from medm2g_core.data.labeler import binary_labels
 from medm2g_core.data.manifest import CaseRecord, read_manifest, write_manifest
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.labeler import binary_labels
-from medm2g_core.io.atomic import atomic_dir, write_text
 from medm2g_core.io.nifti import write_nifti
 from medm2g_core.io.preview import write_preview
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.diffusion import SamplingConfig
+from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.sampling.generate import GenerateOptions, as_volume, generate_images, generate_reports
 from medm2g_core.sampling.report import HEADER
-from medm2g_core.sampling.translate import SEED_STRIDE, provenance
+from medm2g_core.sampling.translate import provenance
+from medm2g_core.vocabulary import SEED_STRIDE
 
 OUTPUT_MODALITIES = ("xray", "ct", "mri", "text")
 CASE_RECORD = "case.json"
@@ -53,10 +54,10 @@ class SynthesisOptions:
     def __post_init__(self) -> None:
         unknown = [m for m in self.modalities if m not in OUTPUT_MODALITIES]
         if unknown or not self.modalities:
-            raise InputError(f"--modalities takes values from {', '.join(OUTPUT_MODALITIES)}; got "
-                             f"{','.join(self.modalities)}")
+            raise InputError(f"modalities take values from {', '.join(OUTPUT_MODALITIES)}; got "
+                             f"{','.join(self.modalities)}", option="modalities")
         if self.batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
+            raise InputError(f"batch size must be at least 1; got {self.batch_size}", option="batch_size")
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -96,10 +97,10 @@ def plan_cases(prompts: list[str] | None, n: int | None) -> list[PlannedCase]:
     """``n`` cases (default: one per prompt), prompts taken in turn; without prompts the reports are generated."""
     if n is None:
         if prompts is None:
-            raise InputError("give --n, or prompts to take one case each")
+            raise InputError("give the number of cases, or prompts to take one case each", option="n")
         n = len(prompts)
     if n < 1:
-        raise InputError("--n must be at least 1")
+        raise InputError(f"the number of cases must be at least 1; got {n}", option="n")
     return [PlannedCase(i, prompts[i % len(prompts)] if prompts else None) for i in range(n)]
 
 

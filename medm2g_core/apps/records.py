@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import medm2g_core
-from medm2g_core.io.atomic import write_text
+from medm2g_core.atomic import write_text
 from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G, file_sha256
 
 

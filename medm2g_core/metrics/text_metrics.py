@@ -23,8 +23,8 @@ import shutil
 from collections import Counter
 from collections.abc import Sequence
 
+from medm2g_core.data.labeler import binary_labels
 from medm2g_core.errors import InputError
-from medm2g_core.evaluation.labeler import binary_labels
 from medm2g_core.models.tokenizer import normalise_report
 
 ROUGE_BETA = 1.2

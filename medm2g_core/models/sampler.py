@@ -1,14 +1,17 @@
-"""Reverse diffusion for every pipeline: one or several latent streams denoised together with classifier-free guidance.
+"""The one reverse-diffusion loop: every stream denoised together with classifier-free guidance.
 
-The paper samples with DDIM, 50 steps, eta 1.0 and guidance scale 2.0 (:class:`SamplingConfig`'s defaults); the
-diffusers schedulers in :data:`SCHEDULERS` are options, each built from the model's training noise schedule.
-Guidance takes one batched forward per stream and step: the conditioned and the null context are stacked into a
-batch of 2B, and ``eps = eps_null + w (eps_cond - eps_null)``. With ``w = 1`` only the conditioned half runs.
+User commands, evaluation and the training stages' previews all sample through :func:`sample`, so a preview
+shows what a user would get from the same weights. The paper samples with DDIM, 50 steps, eta 1.0 and guidance
+scale 2.0 (:class:`SamplingConfig`'s defaults); the diffusers schedulers in :data:`SCHEDULERS` are options, each
+built from the model's training noise schedule (:mod:`medm2g_core.models.schedule`). Guidance takes one batched
+forward per stream and step: the conditioned and the null context are stacked into a batch of 2B, and
+``eps = eps_null + w (eps_cond - eps_null)``. With ``w = 1`` only the conditioned half runs.
 
 A *stream* is one modality being generated: its denoiser, its latent shape, an optional MRI contrast label, and a
 function that gives its context at a timestep from the current latents of all streams. Translation and report
 generation have one stream with a fixed context (a clean guide); joint generation runs several streams whose
-contexts read each other's current latents (paper 3.5: each denoiser attends to the others through V_B).
+contexts read each other's current latents (paper 3.5: each denoiser attends to the others through V_B). A
+training preview has one stream whose context is the denoiser's null context, sampled at guidance 1.
 """
 
 from collections.abc import Callable
@@ -26,14 +29,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from medm2g_core.errors import InputError
-from medm2g_core.training.guidance import tile_null
+from medm2g_core.vocabulary import SCHEDULER_NAMES
 
-SCHEDULERS: dict[str, type[SchedulerMixin]] = {
-    "ddim": DDIMScheduler,
-    "ddpm": DDPMScheduler,
-    "dpm": DPMSolverMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-}
+SCHEDULERS: dict[str, type[SchedulerMixin]] = dict(zip(
+    SCHEDULER_NAMES, (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler), strict=True))
 STOCHASTIC = ("ddim",)  # schedulers whose step takes DDIM's eta
 
 
@@ -46,13 +45,14 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
-            raise InputError(f"unknown scheduler {self.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+            raise InputError(f"unknown scheduler {self.scheduler!r}; use one of {', '.join(SCHEDULERS)}",
+                             option="scheduler")
         if not 1 <= self.steps <= 1000:
-            raise InputError(f"--steps must be within 1-1000; got {self.steps}")
+            raise InputError(f"denoising steps must be within 1-1000; got {self.steps}", option="steps")
         if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"--eta must be within 0-1; got {self.eta}")
+            raise InputError(f"eta (DDIM noise) must be within 0-1; got {self.eta}", option="eta")
         if self.guidance < 0:
-            raise InputError(f"--guidance must be >= 0; got {self.guidance}")
+            raise InputError(f"guidance scale must be >= 0; got {self.guidance}", option="guidance")
 
 
 def make_scheduler(train_scheduler: SchedulerMixin, name: str) -> SchedulerMixin:
@@ -61,6 +61,15 @@ def make_scheduler(train_scheduler: SchedulerMixin, name: str) -> SchedulerMixin
         raise InputError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
     extra = {"set_alpha_to_one": False, "steps_offset": 1} if name == "ddim" else {}
     return SCHEDULERS[name].from_config(train_scheduler.config, **extra)
+
+
+def tile_null(denoiser: nn.Module, batch: int, length: int) -> torch.Tensor:
+    """The denoiser's null context [B, length, D], its T tokens repeated length/T times (same attention output)."""
+    null = denoiser.null_context  # [T, D]
+    if length % len(null):
+        raise InputError(f"a context of {length} tokens cannot stand in for the {len(null)}-token null context; "
+                         "make the context encoder's token count a multiple of the denoiser's context_tokens")
+    return null.repeat(length // len(null), 1).unsqueeze(0).expand(batch, -1, -1)
 
 
 ContextFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]

@@ -18,12 +18,16 @@ from medm2g_core.errors import InputError, OutputError, OutputExistsError
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a write fails for the destination, wherever it happens
 
 
+def _exists(path: Path) -> OutputExistsError:
+    return OutputExistsError(f"output {path} already exists; ask for overwrite to replace it", option="overwrite")
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early (before any work) if ``path`` exists without ``overwrite`` or its folder is missing or not
     writable (a read-only mount, /sys, no permission): a file is created there and removed at once to find out."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+        raise _exists(path)
     if not path.parent.exists():
         raise InputError(f"output folder {path.parent} does not exist")
     if not path.parent.is_dir():
@@ -78,7 +82,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         if path.exists() and not overwrite:  # appeared while we were writing
-            raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+            raise _exists(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
@@ -131,7 +135,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
                     os.fsync(handle.fileno())
         if path.exists():
             if not overwrite:
-                raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+                raise _exists(path)
             old = path.parent / _temp_name(path)
             os.replace(path, old)
         os.replace(tmp, path)

@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from medm2g_core.errors import InputError
-from medm2g_core.phantoms.findings import BRAIN_LABELS, CHEST_LABELS
+from medm2g_core.vocabulary import BRAIN_LABELS, CHEST_LABELS
 
 PHANTOM_LABELS = CHEST_LABELS + BRAIN_LABELS
 CHEXPERT_LABELS = (

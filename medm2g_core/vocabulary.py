@@ -1,0 +1,57 @@
+"""The project's shared words: one definition of each name every layer speaks, imported from here and nowhere else.
+
+Pure constants (no imports beyond the standard library), so the command line can build its options and help
+without importing torch, and a spelling defined here cannot drift between the modules that use it.
+"""
+
+# Imaging modalities as files store them (NIfTI descriptions, DICOM Modality after mapping), and MRI contrasts.
+FILE_MODALITIES = ("CT", "MR", "XRAY", "OT")
+MRI_CONTRASTS = ("T1", "T1ce", "T2", "FLAIR", "PD")
+
+# The model's modalities: a latent diffusion model each (paper 3.1).
+IMAGE_MODALITIES = ("xray", "ct", "mri")
+MODALITIES = ("text", *IMAGE_MODALITIES)
+MODALITY_OF_FILE = {"CT": "ct", "MR": "mri", "XRAY": "xray"}  # stored modality -> model modality
+FILE_OF_MODALITY = {model: stored for stored, model in MODALITY_OF_FILE.items()}
+TRANSLATE_TARGETS = IMAGE_MODALITIES
+
+# Image keys of manifests and the model-ready cache: ``mr_<contrast>`` per MRI contrast, ``mr`` when unknown.
+MRI_KEYS = tuple(f"mr_{c.lower()}" for c in MRI_CONTRASTS)
+IMAGE_KEYS = ("xray", "ct", "mr", *MRI_KEYS)
+CONTRAST_OF_KEY = dict(zip(MRI_KEYS, MRI_CONTRASTS, strict=True))
+MODALITY_KEYS = {"xray": ("xray",), "ct": ("ct",), "mri": ("mr", *MRI_KEYS)}  # every key of a model modality
+SPLITS = ("train", "val", "test")
+
+# Paired data and the cross-guided rounds that train on it (paper 3.4-3.5; "spatial" is our extension).
+PAIR_KINDS = ("text-xray", "text-ct", "text-mri", "ct-mri")
+CROSS_ROUNDS = ("text-xray", "text-ct", "ct-mri")
+
+# What ``train vae`` and ``train ldm`` train: one autoencoder per modality ("image": one for every imaging
+# modality), one latent diffusion model per modality.
+VAE_MODALITIES = ("image", *IMAGE_MODALITIES, "text")
+LDM_MODALITIES = (*IMAGE_MODALITIES, "text")
+SPATIAL_ROUND = "spatial"
+
+# Finding labels stored with every phantom case (and read back from reports by the labeler), per anatomy.
+CHEST_LABELS = (
+    "cardiomegaly", "pleural_effusion", "nodule", "mass", "consolidation", "pneumothorax", "atelectasis",
+    "support_device",
+)
+BRAIN_LABELS = ("tumor", "wm_lesions", "atrophy")
+
+# Phantom world anatomies, and the seed stride that gives case i of a world its own random stream.
+ANATOMIES = ("brain", "chest")
+SEED_STRIDE = 100_003
+
+# Radiograph geometry: the detector a chest film and a skull film are drawn on (millimetres a side).
+DETECTOR_SIZE_MM = 430.0
+SKULL_DETECTOR_MM = 240.0
+
+# Sampling and evaluation names the command line offers.
+SCHEDULER_NAMES = ("ddim", "ddpm", "dpm", "euler")
+EVAL_TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-generation")
+
+# File names inside a model folder and a prepared cache.
+MODEL_INDEX = "model_index.json"
+CACHE_INDEX = "cache.json"
+

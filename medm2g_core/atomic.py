@@ -40,12 +40,16 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
-def _output_error(exc: OSError, path: Path, tmp: Path) -> OutputError | None:
-    """The one-line error for an OSError raised while writing ``tmp`` for ``path``; None if it is not about it."""
-    about = exc.filename is not None and str(exc.filename).startswith(str(tmp))
-    if about or exc.errno in FULL:
-        return OutputError(f"cannot write {path} ({exc.strerror or exc})")
-    return None
+@contextlib.contextmanager
+def _output_errors(path: Path, tmp: Path) -> Iterator[None]:
+    """Turn an OSError about writing ``tmp`` for ``path`` (or a full disk) into a one-line OutputError."""
+    try:
+        yield
+    except OSError as exc:
+        about = exc.filename is not None and str(exc.filename).startswith(str(tmp))
+        if about or exc.errno in FULL:
+            raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from exc
+        raise
 
 
 def _normal_mode(folder: Path) -> None:
@@ -76,20 +80,16 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     path = check_writable(path, overwrite)
     tmp = path.parent / _temp_name(path)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"nothing was written to the temporary file for {path}")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise _exists(path)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        error = _output_error(exc, path, tmp)
-        if error is None:
-            raise
-        raise error from exc
+        with _output_errors(path, tmp):
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"nothing was written to the temporary file for {path}")
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            if path.exists() and not overwrite:  # appeared while we were writing
+                raise _exists(path)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -128,23 +128,19 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     _normal_mode(tmp)
     old: Path | None = None
     try:
-        yield tmp
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                with open(file, "rb+") as handle:
-                    os.fsync(handle.fileno())
-        if path.exists():
-            if not overwrite:
-                raise _exists(path)
-            old = path.parent / _temp_name(path)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        error = _output_error(exc, path, tmp)
-        if error is None:
-            raise
-        raise error from exc
+        with _output_errors(path, tmp):
+            yield tmp
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    with open(file, "rb+") as handle:
+                        os.fsync(handle.fileno())
+            if path.exists():
+                if not overwrite:
+                    raise _exists(path)
+                old = path.parent / _temp_name(path)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:

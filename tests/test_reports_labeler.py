@@ -17,6 +17,7 @@ from medm2g_core.data.labeler import (
 from medm2g_core.errors import InputError
 from medm2g_core.phantoms.findings import BrainFindings, ChestFindings
 from medm2g_core.phantoms.reports import brain_report, chest_report
+from medm2g_core.phantoms.world import PhantomConfig, case_plan, case_report, make_case, report_corpus
 from medm2g_core.vocabulary import BRAIN_LABELS, CHEST_LABELS
 
 N_CASES = 1000
@@ -262,3 +263,18 @@ def test_binary_labels_maps_uncertain_as_asked():
     assert (strict["pneumothorax"], strict["pleural_effusion"], strict["consolidation"]) == (0, 1, 0)
     with pytest.raises(InputError, match="uncertain_as"):
         binary_labels(text, uncertain_as=-1)
+
+
+def test_case_report_is_the_report_the_world_writes():
+    config = PhantomConfig(cases=4, seed=3, brain_slices=4, xray_pixels=32)
+    for _, task, seed in case_plan(config):
+        assert case_report(task, seed) == make_case(task, seed, config)[1]
+
+
+def test_report_corpus_covers_every_finding_of_both_anatomies_and_is_reproducible():
+    corpus = report_corpus(600, seed=1000)
+    assert corpus == report_corpus(600, seed=1000) and len(set(corpus)) > 550
+    world = [case_report(task, seed) for _, task, seed in case_plan(PhantomConfig(cases=600, seed=0))]
+    assert not set(corpus) & {report for report in world if re.search(r"\d", report)}  # measured cases differ
+    positives = Counter(label for report in corpus for label, value in binary_labels(report).items() if value)
+    assert all(positives[label] >= 10 for label in (*CHEST_LABELS, *BRAIN_LABELS)), positives

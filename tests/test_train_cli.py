@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 
-from medm2g_core.data.cache import CacheConfig, build_cache
+from medm2g_core.data.cache import Cache, CacheConfig, build_cache
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
 from medm2g_core.training.recipe import recipe_path
+from medm2g_core.training.text_vae_stage import reports_from_cache
 
 
 @pytest.fixture(scope="module")
@@ -110,4 +111,19 @@ def test_text_vae_stage_through_the_cli(world, cli):
     result = cli("--quiet", "train", "vae", "--modality", "text", "--recipe", "micro", "--data", str(world / "cache"),
                  "--out", str(world / "tvae"), "--steps", "5")
     assert result.exit_code == 0, result.stderr
-    assert "text_vae" in MedM2G.from_pretrained(world / "tvae" / "model").components
+    model = MedM2G.from_pretrained(world / "tvae" / "model")
+    assert "text_vae" in model.components
+    train_reports = len(reports_from_cache(Cache.open(world / "cache"))["train"])
+    assert model.info["stage:text-vae"]["training_examples"] == train_reports
+
+
+def test_text_vae_pretraining_corpus_from_the_recipe(world, cli, tmp_path):
+    """``[text_vae] phantom_reports`` adds that many generated reports to the data's training reports."""
+    recipe = recipe_path("micro").read_text().replace("[text_vae]\n", "[text_vae]\nphantom_reports = 300\n", 1)
+    (tmp_path / "corpus.toml").write_text(recipe)
+    result = cli("--quiet", "train", "vae", "--modality", "text", "--recipe", str(tmp_path / "corpus.toml"),
+                 "--data", str(world / "cache"), "--out", str(tmp_path / "run"), "--steps", "2")
+    assert result.exit_code == 0, result.stderr
+    train_reports = len(reports_from_cache(Cache.open(world / "cache"))["train"])
+    info = MedM2G.from_pretrained(tmp_path / "run" / "model").info
+    assert info["stage:text-vae"]["training_examples"] == train_reports + 300

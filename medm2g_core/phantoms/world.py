@@ -26,6 +26,7 @@ from medm2g_core.io.preview import montage
 from medm2g_core.io.volume import Volume
 from medm2g_core.phantoms.brain import make_brain_case, skull_radiograph
 from medm2g_core.phantoms.chest import make_chest_case
+from medm2g_core.phantoms.findings import BrainFindings, ChestFindings
 from medm2g_core.phantoms.reports import brain_report, chest_report
 from medm2g_core.vocabulary import ANATOMIES, SEED_STRIDE
 
@@ -79,17 +80,40 @@ def case_plan(config: PhantomConfig) -> list[tuple[str, str, int]]:
 
 def make_case(task: str, seed: int, config: PhantomConfig) -> tuple[dict[str, Volume], str, dict[str, int], dict]:
     """Images by manifest key, report text, finding labels and the finding parameters of one case."""
-    report_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     if task == "brain":
         brain = make_brain_case(seed, spacing_mm=config.brain_spacing_mm, slices=config.brain_slices)
         images = dict(brain.images)
         if config.brain_xray:
             images["xray"] = skull_radiograph(seed, brain.findings, config.brain_spacing_mm, config.xray_pixels)
-        return images, brain_report(brain.findings, report_rng), brain.findings.labels(), brain.findings.to_dict()
+        return images, _report(brain.findings, seed), brain.findings.labels(), brain.findings.to_dict()
     base = _chest_base(config.chest_base) if config.chest_base else None
     chest = make_chest_case(seed, spacing_mm=config.chest_spacing_mm, base=base, xray_pixels=config.xray_pixels)
     images = {"ct": chest.ct, "xray": chest.xray}
-    return images, chest_report(chest.findings, report_rng), chest.findings.labels(), chest.findings.to_dict()
+    return images, _report(chest.findings, seed), chest.findings.labels(), chest.findings.to_dict()
+
+
+def _report(findings: BrainFindings | ChestFindings, seed: int) -> str:
+    report_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    if isinstance(findings, BrainFindings):
+        return brain_report(findings, report_rng)
+    return chest_report(findings, report_rng)
+
+
+def case_report(task: str, seed: int) -> str:
+    """The report of case ``(task, seed)`` exactly as :func:`make_case` writes it, without drawing any image."""
+    findings_rng = np.random.default_rng(seed)  # the stream the case generators draw their findings from
+    findings = BrainFindings.sample(findings_rng) if task == "brain" else ChestFindings.sample(findings_rng)
+    return _report(findings, seed)
+
+
+def report_corpus(count: int, seed: int, tasks: tuple[str, ...] = ANATOMIES) -> list[str]:
+    """The reports of a ``count``-case world with base seed ``seed``, made without images (thousands a second).
+
+    Text-only training data in the world's own distribution of anatomies, findings, phrasing and measurements:
+    the text VAE's pretraining corpus. Choose a ``seed`` that no image world uses, so that no held-out case's
+    report is drawn from the same seed.
+    """
+    return [case_report(task, case_seed) for _, task, case_seed in case_plan(PhantomConfig(count, seed, tasks))]
 
 
 def _write_case(out: Path, case_id: str, task: str, seed: int, config: PhantomConfig) -> CaseRecord:

@@ -47,6 +47,10 @@ class TextVAERecipe:
     init_encoder: str | None = None  # a BERT folder (transformers format)
     init_decoder: str | None = None  # a GPT-2 folder (transformers format)
     kl_anneal_steps: int = 1000
+    # Reports of a generated phantom world (no images: thousands a second) added to the training reports, a
+    # text-only pretraining corpus in the phantom world's distribution; 0: the data's own reports only.
+    phantom_reports: int = 0
+    phantom_reports_seed: int = 1000  # that world's base seed; keep it apart from the seeds of image worlds
     model: TextVAEConfig = field(default_factory=TextVAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 

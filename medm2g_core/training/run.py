@@ -105,9 +105,12 @@ def _exported(folder: Path) -> dict[str, object]:
 
 
 def stage_info(stage: Stage, result: TrainResult, switches: dict[str, bool] | None = None) -> dict:
-    """What the model's ``info["stage:NAME"]`` keeps of a stage: steps, the parameters it trained, its time per
-    epoch on the machine that trained it, and the ablation switches it ran with (Table 7's last columns)."""
+    """What the model's ``info["stage:NAME"]`` keeps of a stage: steps, the parameters it trained, the size of its
+    training set, its time per epoch on the machine that trained it, and the ablation switches it ran with
+    (Table 7's last columns)."""
     info: dict = {"steps": result.steps, "trained_parameters": sum(p.numel() for p in stage.trainable())}
+    if result.examples:
+        info["training_examples"] = result.examples
     if result.steps_per_s > 0:
         info["seconds_per_epoch"] = round(result.epoch_steps / result.steps_per_s, 3)
     return info | (switches or {})
@@ -167,9 +170,13 @@ def train_vae(run: StageRun, modality: str) -> TrainResult:
         section = run.recipe.text_vae
         inits = {name: init_folder(getattr(section, name), f"text_vae.{name}")
                  for name in ("tokenizer", "init_encoder", "init_decoder")}
-        cache = open_cache(run)
-        stage = TextVAEStage(reports_from_cache(cache), section.model, kl_anneal_steps=section.kl_anneal_steps,
-                             **inits)
+        reports = reports_from_cache(open_cache(run))
+        if section.phantom_reports:
+            from medm2g_core.phantoms.world import report_corpus
+
+            corpus = report_corpus(section.phantom_reports, section.phantom_reports_seed)
+            reports["train"] = [*reports.get("train", []), *corpus]
+        stage = TextVAEStage(reports, section.model, kl_anneal_steps=section.kl_anneal_steps, **inits)
         return run_stage(run, stage, section.optim, base)
     section = run.recipe.image_vae
     init = init_folder(section.init, "image_vae.init")

@@ -77,6 +77,7 @@ class TrainResult:
     wall_s: float
     steps_per_s: float  # optimiser steps of this call per wall-clock second
     epoch_steps: float = 0.0  # optimiser steps in one pass over the training set (all processes together)
+    examples: int = 0  # examples in the training set
 
 
 def train(
@@ -103,8 +104,9 @@ def train(
         run.loop(on_step)
         run.finish()
     wall = time.perf_counter() - started
-    epoch = len(stage.dataset("train")) / (config.batch_size * config.grad_accum * run.acc.num_processes)
-    return TrainResult(run.step, run.last_metrics, run.run_dir, wall, (run.step - first) / wall, epoch)
+    examples = len(stage.dataset("train"))
+    epoch = examples / (config.batch_size * config.grad_accum * run.acc.num_processes)
+    return TrainResult(run.step, run.last_metrics, run.run_dir, wall, (run.step - first) / wall, epoch, examples)
 
 
 def _check_config(config: OptimConfig) -> None:

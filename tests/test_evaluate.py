@@ -47,6 +47,10 @@ def test_every_task_writes_tables_pages_and_baselines(world, cli, tmp_path, task
     model_row = saved["seeds"]["MedM2G"]
     assert all(len(values) == 2 and np.isfinite(values).all() for values in model_row.values())
     assert "| MedM2G |" in result.stdout and "+/-" in result.stdout
+    if task == "report":  # every row, baselines included, says how often its reports contradict or stray
+        for rate in ("contradiction_rate", "foreign_finding_rate"):
+            assert all(0 <= value <= 1 for row in saved["seeds"].values() for value in row[rate])
+            assert f" {rate} " in result.stdout
     assert (out / "results.md").read_text().startswith(f"# {task}")
     page = _Images()
     page.feed((out / "index.html").read_text())

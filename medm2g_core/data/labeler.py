@@ -43,6 +43,9 @@ dependency parse, NegEx style:
   mentions (opacity, infiltrate; mediastinal widening); a child's negation does not negate the parent.
   No Finding is 1 when no concept other than support devices is positive or uncertain (brain findings and
   other abnormalities such as emphysema or fibrosis included) and ``None`` otherwise, as CheXpert does.
+* **Consistency** (``contradictions``, ``foreign_findings``): to score generated reports, a finding both affirmed
+  and negated (mention by mention, so the side named with a mention and "no other ..." count), and positive
+  findings of the other anatomy (a pleural effusion in a brain report).
 """
 
 import re
@@ -50,7 +53,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import BRAIN_LABELS, CHEST_LABELS
+from medm2g_core.vocabulary import ANATOMIES, BRAIN_LABELS, CHEST_LABELS
 
 PHANTOM_LABELS = CHEST_LABELS + BRAIN_LABELS
 CHEXPERT_LABELS = (
@@ -299,10 +302,24 @@ class _Sentence:
     def stops(self) -> list[_Cue]:
         return [c for c in self.cues if c.rule.polarity == "stop"]
 
-    def clause(self, hit: _Hit) -> str:
+    def bounds(self, hit: _Hit) -> tuple[int, int]:
+        """Where the clause of ``hit`` starts and ends."""
         start = max((c.end for c in self.stops() if c.end <= hit.start), default=0)
         end = min((c.start for c in self.stops() if c.start >= hit.end), default=len(self.text))
+        return start, end
+
+    def clause(self, hit: _Hit) -> str:
+        start, end = self.bounds(hit)
         return self.text[start:end]
+
+    def lead(self, hit: _Hit) -> str:
+        """The clause before ``hit`` back to the previous mention: the words that modify this mention alone."""
+        start = max([self.bounds(hit)[0], *(h.end for h in self.hits if h.end <= hit.start)])
+        return self.text[start:hit.start]
+
+    def tail(self, hit: _Hit) -> str:
+        """The clause after ``hit``."""
+        return self.text[hit.end:self.bounds(hit)[1]]
 
 
 def _classify(sentence: _Sentence, hit: _Hit) -> int | None:
@@ -378,6 +395,18 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLEAR_LUNGS = re.compile(r"\blungs?\b(?:\s+[\w-]+){0,4}?\s+clear\b|\bclear lungs\b")
 _CLEAR_LUNG_CONCEPTS = ("consolidation", "atelectasis", "opacity", "edema", "pneumonia")
 _RATIO = re.compile(r"\bcardiothoracic ratio\b[^.;\d]{0,30}?(\d*\.\d+|\d{2}(?:\.\d+)?\s*%)")
+_SIDE = re.compile(r"\b(left|right|bilateral|bilaterally|both|bibasilar)\b")
+_SIDE_WORDS = {word: ("left", "right") for word in ("bilateral", "bilaterally", "both", "bibasilar")}
+_SIDE_AFTER = re.compile(r"^[\w\s.-]{0,40}?\b(?:(?:on|at|in|of|along|over) the (?:left|right)|bilaterally)\b")
+_BESIDES = re.compile(r"\b(?:other|otherwise|additional|further|another|remaining)\b")
+
+
+@dataclass(frozen=True)
+class _Mention:
+    concept: str
+    value: int
+    sides: frozenset[str] = frozenset()  # "left", "right": the sides named with the mention; empty when none is
+    besides: bool = False  # "no other nodule", "lungs are otherwise clear": beyond the instances already described
 
 
 def mention_values(text: str) -> dict[str, list[int]]:
@@ -386,13 +415,17 @@ def mention_values(text: str) -> dict[str, list[int]]:
     Concepts are the phantom labels plus ``opacity``, ``edema``, ``pneumonia``, ``enlarged_cardiomediastinum``,
     ``pleural_other``, ``fracture`` and ``other_finding`` (abnormalities outside CheXpert's categories).
     """
+    collected: dict[str, list[int]] = {}
+    for mention in _mentions(text):
+        collected.setdefault(mention.concept, []).append(mention.value)
+    return collected
+
+
+def _mentions(text: str) -> list[_Mention]:
     body = _report_body(text).lower()
     report_domain = _domain(body) or "chest"
-    collected: dict[str, list[int]] = {}
-    for sentence in _SENTENCE_END.split(body):
-        for concept, value in _sentence_values(sentence.strip(), report_domain):
-            collected.setdefault(concept, []).append(value)
-    return collected
+    return [mention for sentence in _SENTENCE_END.split(body)
+            for mention in _sentence_mentions(sentence.strip(), report_domain)]
 
 
 def _concept_values(text: str) -> dict[str, int]:
@@ -409,14 +442,59 @@ def _report_body(text: str) -> str:
     return "\n".join(kept)
 
 
-def _sentence_values(text: str, report_domain: str) -> list[tuple[str, int]]:
+def _sentence_mentions(text: str, report_domain: str) -> list[_Mention]:
     sentence = _Sentence(text, _find_hits(text, _domain(text) or report_domain), _find_cues(text))
-    values = [(hit.rule.concept, _classify(sentence, hit)) for hit in sentence.hits]
-    values += [(concept, NEGATIVE) for concept in _CLEAR_LUNG_CONCEPTS if _CLEAR_LUNGS.search(text)]
-    values += [("cardiomegaly", _ratio_value(match.group(1))) for match in _RATIO.finditer(text)]
-    return [(concept, value) for concept, value in values if value is not None]
+    mentions = [_qualified(sentence, hit, value) for hit in sentence.hits
+                if (value := _classify(sentence, hit)) is not None]
+    mentions += [_Mention(concept, NEGATIVE, besides=bool(_BESIDES.search(match.group())))
+                 for match in _CLEAR_LUNGS.finditer(text) for concept in _CLEAR_LUNG_CONCEPTS]
+    mentions += [_Mention("cardiomegaly", _ratio_value(match.group(1))) for match in _RATIO.finditer(text)]
+    return mentions
+
+
+def _qualified(sentence: _Sentence, hit: _Hit, value: int) -> _Mention:
+    """A mention with the sides named before it ("small left effusion") or right after it ("... on the right")."""
+    lead, after = sentence.lead(hit), _SIDE_AFTER.match(sentence.tail(hit))
+    sides = frozenset(side for word in _SIDE.findall(f"{lead} {after.group() if after else ''}")
+                      for side in _SIDE_WORDS.get(word, (word,)))
+    return _Mention(hit.rule.concept, value, sides, bool(_BESIDES.search(lead)))
 
 
 def _ratio_value(number: str) -> int:
     ratio = float(number.rstrip("% ")) / 100 if number.endswith("%") else float(number)
     return POSITIVE if ratio > 0.5 else NEGATIVE
+
+
+# ---------------------------------------------------------------------------------------------- consistency
+
+
+def contradictions(text: str) -> list[str]:
+    """The phantom labels (chest then brain) that the report both affirms and negates.
+
+    A generated report must not state a finding and deny it ("There is no pneumothorax. IMPRESSION: Right
+    pneumothorax."). Compared mention by mention, since aggregation lets the positive win and hides the
+    negation. Not contradictions: uncertain mentions, a finding restated (findings and impression), a negation
+    of further instances ("no other nodules", "the lungs are otherwise clear") and a negation of the other side
+    only ("right pneumothorax; no left pneumothorax"). A side-less statement meets every side.
+    """
+    mentions = _mentions(text)
+    return [label for label in PHANTOM_LABELS if _contradicted([m for m in mentions if m.concept == label])]
+
+
+def _contradicted(mentions: list[_Mention]) -> bool:
+    affirmed = [m for m in mentions if m.value == POSITIVE]
+    negated = [m for m in mentions if m.value == NEGATIVE and not m.besides]
+    return any(not (a.sides and n.sides) or bool(a.sides & n.sides) for a in affirmed for n in negated)
+
+
+def foreign_findings(text: str, anatomy: str) -> list[str]:
+    """The positive phantom labels of the other anatomy in a report of ``anatomy`` ("chest" or "brain").
+
+    A brain report that states a pleural effusion, or a chest report that states white matter lesions, has
+    drawn on the wrong half of the vocabulary. Uncertain mentions do not count; words shared by both anatomies
+    ("mass", "volume loss") are read in their context, as everywhere in the labeler.
+    """
+    if anatomy not in ANATOMIES:
+        raise InputError(f"anatomy must be one of {', '.join(ANATOMIES)}, not {anatomy!r}")
+    labels = label_report(text)
+    return [label for label in (BRAIN_LABELS if anatomy == "chest" else CHEST_LABELS) if labels[label] == POSITIVE]

@@ -10,7 +10,9 @@ distribution plots), and a few samples (input, output, ground truth) for the fig
 - ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM.
   Baselines of both: the mean training slice of the target, and a supervised UNet trained with L1 on the
   training pairs (``baselines.train_regression``: what a user would otherwise train).
-- ``report`` (Table 1): X-ray -> report; BLEU-1..4, ROUGE-L (CIDEr, METEOR) as pycocoevalcap, finding F1.
+- ``report`` (Table 1): X-ray -> report; BLEU-1..4, ROUGE-L (CIDEr, METEOR) as pycocoevalcap, finding F1, and
+  two checks the paper does not make: the share of reports that affirm and negate one finding
+  (``contradiction_rate``) and the share that state a finding of the other anatomy (``foreign_finding_rate``).
   Baselines: the most common training report (of the most common finding pattern) and the nearest training
   report in the aligned space.
 - ``text-to-image`` (Tables 3-4): report -> X-ray; effusion AUC of a classifier trained on real films, Frechet
@@ -31,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from medm2g_core.data.cache import Cache
-from medm2g_core.data.labeler import binary_labels
-from medm2g_core.data.manifest import Manifest
+from medm2g_core.data.labeler import binary_labels, contradictions, foreign_findings
+from medm2g_core.data.manifest import CaseRecord, Manifest
 from medm2g_core.errors import InputError
 from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
 from medm2g_core.io.load import read_volume
@@ -262,10 +264,25 @@ def text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float
     return coco_scores(hypotheses, references) | {"f1_micro": findings["f1_micro"], "f1_macro": findings["f1_macro"]}
 
 
+def consistency_scores(reports: list[str], anatomies: list[str]) -> dict[str, float]:
+    """The share of reports that affirm and negate one finding, and the share that state a finding of the other
+    anatomy (``anatomies``: each report's case). Finding F1 barely sees either, yet a report that says "no
+    pneumothorax ... right pneumothorax" or finds an effusion on a skull film cannot be trusted at all."""
+    foreign = [bool(foreign_findings(text, anatomy)) for text, anatomy in zip(reports, anatomies, strict=True)]
+    return {"contradiction_rate": float(np.mean([bool(contradictions(text)) for text in reports])),
+            "foreign_finding_rate": float(np.mean(foreign))}
+
+
+def case_anatomy(record: CaseRecord) -> str:
+    """The anatomy of a case with an X-ray: a phantom case names it in its source ("phantom-brain" has a skull
+    film); the X-ray datasets (MIMIC-CXR, IU X-ray) are chest films."""
+    return "brain" if record.source == "phantom-brain" else "chest"
+
+
 def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions,
            progress: Callable[[int, int], None] | None = None) -> TaskResult:
     records = held_out(manifest, options.split, ("xray",), options.cases, report=True)
-    truth = [r.report for r in records]
+    truth, anatomies = [r.report for r in records], [case_anatomy(r) for r in records]
     result = TaskResult("report", len(records))
     constant = [most_common_report(cache)] * len(records)
     films = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in records]
@@ -277,9 +294,8 @@ def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions
             made.append(write_report(model, film, ReportOptions(options.sampling, seed))[0].text)
             if progress:
                 progress(seed * len(films) + number + 1, options.seeds * len(films))
-        result.add(MODEL, text_scores(made, truth))
-        result.add("most common training report", text_scores(constant, truth))
-        result.add(NEAREST, text_scores(nearest, truth))
+        for method, reports in ((MODEL, made), ("most common training report", constant), (NEAREST, nearest)):
+            result.add(method, text_scores(reports, truth) | consistency_scores(reports, anatomies))
         if seed == 0:
             for hypothesis, reference in zip(made, truth, strict=True):
                 result.add_case(MODEL, {"rouge_l": rouge_l([hypothesis], [reference])})

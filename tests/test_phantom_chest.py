@@ -278,42 +278,51 @@ GOLDEN_SHA256 = {  # recorded from the code; a change here means every generated
     "normal": "7ecf390e81b1a6bd5d969ae58f44a2810df2b53a97478749ac2844ee4ab748aa",
     "findings a": "e4e024fe6c8e27b359d77d3aede98eadac5460cacf4fb7f04be87384804872cb",
     "findings b": "3c9e55eff9208429f0a72e720d765894fc05db2cccf3504d656ed6e766e88f01",
-    "real ct base": "0ab8b2b30160b2b15431370cb9702b93428cb0f7a02558ef44502a5bc0fa133d",
+    # Rounded to 3 decimals: the resampled base CT's float bits differ between installs of the same commit
+    # (the exact digest of 0d9874b changed with a fresh environment while the other four held).
+    "real ct base": "cd8c5b4649275c813b24c57b3fa6e55c17c232d821225811ca911a39f6c51686",
     "world case": "2a95e413d6b591f1584643d58ced6d8e5092609c3989ac4e6913f89c2454c0a2",
 }
 
 
-def _feed(update: Callable[[bytes], None], value) -> None:
-    """Hash a value exactly: arrays by dtype, shape and bytes; floats by their bits; containers in order."""
+def _feed(update: Callable[[bytes], None], value, decimals: int | None = None) -> None:
+    """Hash a value exactly: arrays by dtype, shape and bytes; floats by their bits; containers in order.
+
+    With ``decimals``, floating-point arrays and floats are rounded to that many decimals first.
+    """
     if isinstance(value, np.ndarray):
+        if decimals is not None and value.dtype.kind == "f":
+            value = np.round(value, decimals) + 0.0  # + 0.0: -0.0 and 0.0 hash alike
         update(f"array {value.dtype.str} {value.shape}".encode())
         update(np.ascontiguousarray(value).tobytes())
     elif isinstance(value, Volume):
-        _feed(update, [value.data, value.affine, value.meta.notes])
+        _feed(update, [value.data, value.affine, value.meta.notes], decimals)
     elif dataclasses.is_dataclass(value):
-        _feed(update, {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        _feed(update, {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, decimals)
     elif isinstance(value, dict):
         for key in sorted(value):
-            _feed(update, [key, value[key]])
+            _feed(update, [key, value[key]], decimals)
     elif isinstance(value, list | tuple):
         update(f"sequence {len(value)}".encode())
         for item in value:
-            _feed(update, item)
+            _feed(update, item, decimals)
     elif isinstance(value, float | np.floating):
-        update(f"float {float(value).hex()}".encode())
+        value = float(value) if decimals is None else round(float(value), decimals) + 0.0
+        update(f"float {value.hex()}".encode())
     else:
         update(f"{type(value).__name__} {value}".encode())
 
 
-def sha256_of(*values) -> str:
+def sha256_of(*values, decimals: int | None = None) -> str:
     digest = hashlib.sha256()
-    _feed(digest.update, values)
+    _feed(digest.update, values, decimals)
     return digest.hexdigest()
 
 
-def chest_digest(c: ChestCase) -> str:
+def chest_digest(c: ChestCase, decimals: int | None = None) -> str:
     """Everything a chest case holds but the provenance (which names the package version)."""
-    return sha256_of(c.seed, c.findings, c.ct, c.xray, c.labels, c.lobe_map(), c.lobes, c.landmarks)
+    return sha256_of(c.seed, c.findings, c.ct, c.xray, c.labels, c.lobe_map(), c.lobes, c.landmarks,
+                     decimals=decimals)
 
 
 def test_cases_are_bit_identical_to_the_recorded_hashes(normal):
@@ -328,7 +337,7 @@ def test_cases_are_bit_identical_to_the_recorded_hashes(normal):
         "normal": chest_digest(normal),
         "findings a": chest_digest(case(12, findings_a)),
         "findings b": chest_digest(case(13, findings_b)),
-        "real ct base": chest_digest(case(14, findings_base, spacing_mm=5.0, base=normal.ct)),
+        "real ct base": chest_digest(case(14, findings_base, spacing_mm=5.0, base=normal.ct), decimals=3),
         "world case": sha256_of(*make_case("chest", 5, config)),
     }
     assert got == GOLDEN_SHA256

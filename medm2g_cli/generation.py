@@ -12,7 +12,7 @@ import typer
 from medm2g_cli import console
 from medm2g_core.devices import resolve_device
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import SCHEDULER_NAMES
+from medm2g_core.vocabulary import DRR_STRENGTH, SCHEDULER_NAMES
 
 if TYPE_CHECKING:  # the engine is imported when a command runs, so `--help` starts without torch
     from medm2g_core.apps.translate import TranslateJob
@@ -82,6 +82,9 @@ def translate(
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     batch_size: int = typer.Option(32, "--batch-size", help="Slices denoised at once."),
+    drr_strength: float = typer.Option(DRR_STRENGTH, "--drr-strength", help="CT volume -> X-ray: the film starts "
+                                       "from the CT's projection (DRR) and the model redraws this share of the "
+                                       "denoising schedule (0-1; lower keeps more of the projection)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Also write OUT.png (a montage)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     json_output: bool = typer.Option(False, "--json", help="Print the output paths and metrics as JSON (with "
@@ -97,10 +100,10 @@ def translate(
     from medm2g_core.sampling.translate import TranslateOptions
 
     options = TranslateOptions(to, _mri_contrast(to, contrast), sampling_config(steps, eta, guidance, scheduler), seed,
-                               batch_size)
+                               batch_size, drr_strength)
     job = app.TranslateJob(options, modality, preview, overwrite, arguments={
         "to": options.target, "contrast": options.contrast, "steps": steps, "eta": eta, "guidance": guidance,
-        "scheduler": scheduler, "batch_size": batch_size})
+        "scheduler": scheduler, "batch_size": batch_size, "drr_strength": drr_strength})
     if batch:
         if len(inputs) != 1 or reference is not None:
             raise InputError("--batch takes one folder of cases (and no --reference)")

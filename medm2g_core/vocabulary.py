@@ -55,3 +55,6 @@ EVAL_TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-gen
 MODEL_INDEX = "model_index.json"
 CACHE_INDEX = "cache.json"
 
+# CT volume -> X-ray: the share of the denoising schedule the X-ray denoiser redraws the CT's projection (DRR)
+# over; chosen from benchmarks/ct_to_xray.py (BENCHMARKS.md). A default the CLI shows, hence defined here.
+DRR_STRENGTH = 0.5

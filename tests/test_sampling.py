@@ -7,6 +7,7 @@ import torch
 from medm2g_core.errors import InputError
 from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
+from medm2g_core.metrics.image_metrics import ssim
 from medm2g_core.models.sampler import SCHEDULERS, SamplingConfig, Stream, sample
 from medm2g_core.phantoms.world import PhantomConfig, make_case
 from medm2g_core.sampling.generate import GenerateOptions, generate_images, generate_reports
@@ -14,7 +15,7 @@ from medm2g_core.sampling.guides import guide_context, image_guide, text_guide
 from medm2g_core.sampling.report import HEADER, ReportOptions, write_report
 from medm2g_core.sampling.routes import route
 from medm2g_core.sampling.slices import cut, uncut
-from medm2g_core.sampling.translate import TranslateOptions, translate_volume
+from medm2g_core.sampling.translate import TranslateOptions, plain_drr, translate_volume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = SamplingConfig(steps=3)
@@ -130,6 +131,44 @@ def test_multi_contrast_synthesis_and_contrast_label(model, brain):
 def test_ct_to_xray_is_one_radiograph(model, chest):
     out = translate_volume(model, [chest[0]["ct"]], TranslateOptions("xray", sampling=FAST))
     assert out.is_2d and out.modality == "XRAY" and out.data.min() >= 0.0 and out.data.max() <= 1.0
+    assert out.synthetic and out.meta.series_description.startswith("SYNTHETIC")
+
+
+def test_ct_volume_to_xray_shows_this_ct(model, chest):
+    """The film of a CT is a projection of that CT: closer to its plain DRR than the film of another CT is."""
+    other, _, _, _ = make_case("chest", 21, PhantomConfig(xray_pixels=64, chest_spacing_mm=6.0))
+    options = TranslateOptions("xray", sampling=SamplingConfig(steps=10))
+    drr = cut(plain_drr(chest[0]["ct"]), 64).images[:1]
+    own = cut(translate_volume(model, [chest[0]["ct"]], options), 64).images[:1]
+    foreign = cut(translate_volume(model, [other["ct"]], options), 64).images[:1]
+    assert ssim(own, drr, 2.0) > 0.6 and ssim(own, drr, 2.0) > ssim(foreign, drr, 2.0) + 0.1
+
+
+def test_a_start_latent_and_strength_keep_the_start(model):
+    """SDEdit: a short strength changes the start little; the full schedule from noise ignores it."""
+    denoiser = model["denoiser_xray"]
+    start = torch.randn((1, *denoiser_shape(denoiser)), generator=torch.Generator().manual_seed(0))
+    stream = Stream(denoiser, start.shape, lambda t, latents: denoiser.null(1))
+    config = SamplingConfig(steps=20, guidance=1.0)
+
+    def run(**kwargs) -> torch.Tensor:
+        return sample({"x": stream}, model["scheduler"], config, torch.Generator().manual_seed(1), "cpu",
+                      **kwargs)["x"]
+
+    near, far = run(start={"x": start}, strength=0.1), run()
+    assert (near - start).pow(2).mean() < 0.25 * (far - start).pow(2).mean()
+    steps = []
+    run(start={"x": start}, strength=0.3, progress=lambda done, total: steps.append(total))
+    assert steps[-1] == 6
+    with pytest.raises(InputError, match="strength"):
+        run(start={"x": start}, strength=0.0)
+    with pytest.raises(InputError, match="every stream"):
+        run(start={"y": start}, strength=0.5)
+
+
+def denoiser_shape(denoiser) -> tuple[int, int, int]:
+    side = denoiser.config.sample_size
+    return denoiser.config.in_channels, side, side
 
 
 def test_report_is_headed_labelled_and_reproducible(model, chest):

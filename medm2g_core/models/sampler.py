@@ -14,6 +14,7 @@ contexts read each other's current latents (paper 3.5: each denoiser attends to 
 training preview has one stream whose context is the denoiser's null context, sampled at guidance 1.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,20 +110,38 @@ def sample(
     streams: dict[str, Stream], train_scheduler: SchedulerMixin, config: SamplingConfig,
     generator: torch.Generator | list[torch.Generator], device: torch.device,
     progress: Callable[[int, int], None] | None = None,
+    start: dict[str, torch.Tensor] | None = None, strength: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Denoise every stream from pure noise together; the final latents by stream name (on ``device``).
 
     Each stream has its own scheduler instance (multistep solvers keep state). Noise is drawn from ``generator``
     in stream order; with a list (one generator per batch row) every row's draws depend on its own generator
     only, so a row's result does not depend on what else is in the batch.
+
+    ``start`` (clean latents for every stream) and ``strength`` in (0, 1] begin the reverse process part way
+    (SDEdit, Meng et al. 2022, as diffusers' image-to-image pipelines): the start is noised to the timestep
+    ``strength`` of the way up the schedule and only the last ``ceil(strength * steps)`` steps run, so the
+    result keeps the start's layout and the model supplies what a sample of its modality looks like.
     """
+    if not 0.0 < strength <= 1.0:
+        raise InputError(f"strength must be within (0, 1]; got {strength}", option="strength")
+    if start is not None and set(start) != set(streams):
+        raise InputError(f"a start latent is needed for every stream ({', '.join(streams)})")
     schedulers = {name: make_scheduler(train_scheduler, config.scheduler) for name in streams}
     for scheduler in schedulers.values():
         scheduler.set_timesteps(config.steps, device=device)
     step_kwargs = {"eta": config.eta} if config.scheduler in STOCHASTIC else {}
-    latents = {name: randn_tensor(s.shape, generator=generator, device=device) * schedulers[name].init_noise_sigma
-               for name, s in streams.items()}
     timesteps = next(iter(schedulers.values())).timesteps
+    noise = {name: randn_tensor(s.shape, generator=generator, device=device) for name, s in streams.items()}
+    if start is None:
+        latents = {name: noise[name] * schedulers[name].init_noise_sigma for name in streams}
+    else:
+        timesteps = timesteps[len(timesteps) - math.ceil(strength * len(timesteps)):]
+        for scheduler in schedulers.values():
+            if hasattr(scheduler, "set_begin_index"):  # index-stepping schedulers start at the first kept step
+                scheduler.set_begin_index(len(scheduler.timesteps) - len(timesteps))
+        latents = {name: schedulers[name].add_noise(start[name].to(device), noise[name], timesteps[:1])
+                   for name in streams}
     for number, t in enumerate(timesteps):
         contexts = {name: s.context(t, latents) for name, s in streams.items()}  # all read the same latents
         for name, stream in streams.items():

@@ -15,6 +15,7 @@ the first source in its cross-attention (:func:`spatial_hop`).
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -81,6 +82,22 @@ def hop(
     stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context,
                     None if contrast is None else contrast.to(device))
     return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
+
+
+@torch.inference_mode()
+def refine(
+    model: MedM2G, modality: str, start: torch.Tensor, config: SamplingConfig, generators: list[torch.Generator],
+    strength: float, progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Scaled latents [B, ...] of ``modality`` made from clean latents ``start`` [B, ...] by the unconditional
+    denoiser over the last ``strength`` of the schedule (SDEdit): the start's layout, the modality's look."""
+    require(model, f"denoiser_{modality}", "scheduler")
+    denoiser = model[f"denoiser_{modality}"]
+    device = denoiser.device
+    context = denoiser.null(len(generators))
+    stream = Stream(denoiser, latent_shape(model, modality, len(generators)), lambda t, latents: context)
+    return sample({modality: stream}, model["scheduler"], replace(config, guidance=1.0), generators, device, progress,
+                  start={modality: start}, strength=strength)[modality]
 
 
 def has_spatial_path(model: MedM2G, guides: list[tuple[str, Guide]], target: str, contrast: int | None) -> bool:

@@ -5,10 +5,14 @@ The source is cut into the model's axial slices (:mod:`medm2g_core.sampling.slic
 are not generated (they hold the target's background: air for CT, 0 for MRI). Each batch of slices follows
 :func:`~medm2g_core.sampling.routes.route` to the target, and the outputs go back onto the input's grid with its
 affine unchanged: CT in HU (through the model's CT window), MRI in arbitrary units (the first MRI source's scale,
-or 0..1000). An X-ray is a projection, not a slice: a volume gives one radiograph, guided by its middle slice.
+or 0..1000). An X-ray is a projection, not a slice: a CT volume gives one radiograph that starts from a projection
+of that CT (a noise-free DRR, :mod:`medm2g_core.phantoms.drr`) which the X-ray denoiser refines over the last
+``drr_strength`` of its schedule (:func:`~medm2g_core.sampling.routes.refine`), so the film shows this patient;
+an MRI volume or a single CT slice gives one guided by its middle slice.
 Every slice has its own random generator (seed, slice index), so the result does not depend on the batch size.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -22,12 +26,23 @@ from medm2g_core.io.volume import SourceMeta, Volume, canonical_contrast, canoni
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SamplingConfig
+from medm2g_core.phantoms.drr import drr
 from medm2g_core.sampling.guides import decode_images, image_guide, image_resolution
-from medm2g_core.sampling.routes import follow
+from medm2g_core.sampling.routes import follow, refine
 from medm2g_core.sampling.slices import SliceStack, cut, uncut
-from medm2g_core.vocabulary import DETECTOR_SIZE_MM, MODALITY_OF_FILE, MRI_CONTRASTS, SEED_STRIDE, TRANSLATE_TARGETS
+from medm2g_core.vocabulary import (
+    DETECTOR_SIZE_MM,
+    DRR_STRENGTH,
+    MODALITY_OF_FILE,
+    MRI_CONTRASTS,
+    SEED_STRIDE,
+    SKULL_DETECTOR_MM,
+    TRANSLATE_TARGETS,
+)
 
 MR_OUTPUT_RANGE = (0.0, 1000.0)
+DRR_PIXELS = 256  # the phantom world's film size: the DRR is made as the training films were, then resized
+HEAD_PARTS = ("HEAD", "BRAIN", "SKULL")
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,7 @@ class TranslateOptions:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     seed: int = 0
     batch_size: int = 32  # slices per batch (x2 with guidance)
+    drr_strength: float = DRR_STRENGTH  # CT volume -> X-ray: share of the schedule the denoiser redraws the DRR
 
     def __post_init__(self) -> None:  # any spelling of the names (CT, Mri, t1ce, flair) is taken
         object.__setattr__(self, "target", canonical_target(self.target))
@@ -52,6 +68,8 @@ class TranslateOptions:
                              option="contrast")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1; got {self.batch_size}", option="batch_size")
+        if not 0.0 < self.drr_strength <= 1.0:
+            raise InputError(f"DRR strength must be within (0, 1]; got {self.drr_strength}", option="drr_strength")
 
 
 def assume_modality(volume: Volume) -> Volume:
@@ -123,6 +141,8 @@ def translate_volume(
     kept = stacks[0].kept
     if any(not np.array_equal(s.kept, kept) for s in stacks[1:]):
         stacks = [replace(s, images=s.images[np.isin(s.kept, kept)], kept=kept) for s in stacks]
+    if options.target == "xray" and source == "ct" and not sources[0].is_2d:
+        return drr_radiograph(model, sources[0], options, progress)
     if options.target == "xray":
         middle = [len(kept) // 2]
         images = [s.images[middle] for s in stacks]
@@ -137,6 +157,30 @@ def translate_volume(
                                         _generators(options.seed, kept[rows]), _steps(progress, number, len(starts),
                                                                                       steps), contrasts))
     return _on_grid(np.concatenate(outputs), stacks[0], sources, model, options)
+
+
+def detector_of(ct: Volume) -> float:
+    """The detector side (mm) of a film of this CT: a skull film's for a head CT (by its body part), else a chest's."""
+    return SKULL_DETECTOR_MM if (ct.meta.body_part or "").upper() in HEAD_PARTS else DETECTOR_SIZE_MM
+
+
+def plain_drr(ct: Volume) -> Volume:
+    """The noise-free PA projection of a CT volume on the detector of :func:`detector_of`."""
+    head = detector_of(ct) == SKULL_DETECTOR_MM
+    return drr(ct, pixels=DRR_PIXELS, photons=math.inf, detector_size_mm=detector_of(ct),
+               body_part="SKULL" if head else "CHEST")
+
+
+def drr_radiograph(model: MedM2G, ct: Volume, options: TranslateOptions,
+                   progress: Callable[[int, int], None] | None = None) -> Volume:
+    """A frontal radiograph of this CT: its DRR, redrawn by the X-ray denoiser over the last
+    ``options.drr_strength`` of the schedule (1.0 keeps nothing of the DRR but what the noise leaves)."""
+    stack = cut(plain_drr(ct), image_resolution(model))
+    guide = image_guide(model, "xray", torch.from_numpy(stack.images))
+    latents = refine(model, "xray", guide.latent, options.sampling, _generators(options.seed, np.zeros(1)),
+                     options.drr_strength, progress)
+    image = decode_images(model, latents).cpu().numpy()[0]
+    return _radiograph(image, ct, model, options, detector_of(ct))
 
 
 def _steps(progress: Callable[[int, int], None] | None, batch: int, batches: int, steps: int,
@@ -189,10 +233,11 @@ def radiograph_affine(pixel_mm: float) -> np.ndarray:
     return np.array([[-pixel_mm, 0, 0, 0], [0, 0, -1, 0], [0, -pixel_mm, 0, 0], [0, 0, 0, 1]], dtype=float)
 
 
-def _radiograph(image: np.ndarray, first: Volume, model: MedM2G, options: TranslateOptions) -> Volume:
+def _radiograph(image: np.ndarray, first: Volume, model: MedM2G, options: TranslateOptions,
+                detector_mm: float = DETECTOR_SIZE_MM) -> Volume:
     """A generated frontal radiograph [R, R] in [-1, 1] as a 2D Volume in [0, 1], columns toward the patient's left,
     rows toward the feet, on a nominal detector (the model's X-rays are detector-sized, not the input's grid)."""
-    affine = radiograph_affine(DETECTOR_SIZE_MM / image.shape[0])
+    affine = radiograph_affine(detector_mm / image.shape[0])
     meta = _meta(first, f"SYNTHETIC X-ray from {first.modality} by medm2g", first.meta.body_part)
     meta = replace(meta, photometric_interpretation="MONOCHROME2")
     return Volume(data=((image.T + 1.0) / 2.0)[:, :, None], affine=affine, modality="XRAY", units="a.u.",

@@ -79,7 +79,7 @@ def main() -> None:
     reports = world_reports(args.cases, args.world_seed)
     held_out = reports.get("val", []) + reports.get("test", [])
     rows = []
-    rows.append(("embedded default", "-", "-", scores(load_model(None, device="cpu").text_vae, held_out), None))
+    rows.append(("embedded default", "-", "-", scores(load_model(None, device="cpu")["text_vae"], held_out), None))
     for size in args.corpus:
         corpus = report_corpus(size, args.corpus_seed) if size else []
         seen = set(reports["train"]) | set(corpus)

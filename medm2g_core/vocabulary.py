@@ -57,4 +57,4 @@ CACHE_INDEX = "cache.json"
 
 # CT volume -> X-ray: the share of the denoising schedule the X-ray denoiser redraws the CT's projection (DRR)
 # over; chosen from benchmarks/ct_to_xray.py (BENCHMARKS.md). A default the CLI shows, hence defined here.
-DRR_STRENGTH = 0.5
+DRR_STRENGTH = 0.3

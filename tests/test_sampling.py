@@ -15,7 +15,13 @@ from medm2g_core.sampling.guides import guide_context, image_guide, text_guide
 from medm2g_core.sampling.report import HEADER, ReportOptions, write_report
 from medm2g_core.sampling.routes import route
 from medm2g_core.sampling.slices import cut, uncut
-from medm2g_core.sampling.translate import TranslateOptions, plain_drr, translate_volume
+from medm2g_core.sampling.translate import (
+    TranslateOptions,
+    covers_film,
+    head_to_foot_mm,
+    plain_drr,
+    translate_volume,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = SamplingConfig(steps=3)
@@ -142,6 +148,12 @@ def test_ct_volume_to_xray_shows_this_ct(model, chest):
     own = cut(translate_volume(model, [chest[0]["ct"]], options), 64).images[:1]
     foreign = cut(translate_volume(model, [other["ct"]], options), 64).images[:1]
     assert ssim(own, drr, 2.0) > 0.6 and ssim(own, drr, 2.0) > ssim(foreign, drr, 2.0) + 0.1
+
+
+def test_only_a_ct_that_spans_a_film_is_projected(brain, chest):
+    """A chest CT (324 mm head to foot) is projected; a 6-slice slab through a head (10 mm) is not a skull film."""
+    assert head_to_foot_mm(chest[0]["ct"]) == pytest.approx(324.0) and covers_film(chest[0]["ct"])
+    assert head_to_foot_mm(brain[0]["ct"]) == pytest.approx(10.0) and not covers_film(brain[0]["ct"])
 
 
 def test_a_start_latent_and_strength_keep_the_start(model):

@@ -8,7 +8,8 @@ affine unchanged: CT in HU (through the model's CT window), MRI in arbitrary uni
 or 0..1000). An X-ray is a projection, not a slice: a CT volume gives one radiograph that starts from a projection
 of that CT (a noise-free DRR, :mod:`medm2g_core.phantoms.drr`) which the X-ray denoiser refines over the last
 ``drr_strength`` of its schedule (:func:`~medm2g_core.sampling.routes.refine`), so the film shows this patient;
-an MRI volume or a single CT slice gives one guided by its middle slice.
+an MRI volume, a single CT slice or a CT slab too thin to project (:func:`covers_film`) gives one guided by its
+middle slice.
 Every slice has its own random generator (seed, slice index), so the result does not depend on the batch size.
 """
 
@@ -141,7 +142,7 @@ def translate_volume(
     kept = stacks[0].kept
     if any(not np.array_equal(s.kept, kept) for s in stacks[1:]):
         stacks = [replace(s, images=s.images[np.isin(s.kept, kept)], kept=kept) for s in stacks]
-    if options.target == "xray" and source == "ct" and not sources[0].is_2d:
+    if options.target == "xray" and source == "ct" and covers_film(sources[0]):
         return drr_radiograph(model, sources[0], options, progress)
     if options.target == "xray":
         middle = [len(kept) // 2]
@@ -162,6 +163,19 @@ def translate_volume(
 def detector_of(ct: Volume) -> float:
     """The detector side (mm) of a film of this CT: a skull film's for a head CT (by its body part), else a chest's."""
     return SKULL_DETECTOR_MM if (ct.meta.body_part or "").upper() in HEAD_PARTS else DETECTOR_SIZE_MM
+
+
+def head_to_foot_mm(volume: Volume) -> float:
+    """How far the grid reaches along the body's long axis (RAS z), in mm."""
+    columns = volume.affine[:3, :3]
+    return float(sum(abs(columns[2, axis]) * (size - 1) for axis, size in enumerate(volume.data.shape[:3])))
+
+
+def covers_film(ct: Volume) -> bool:
+    """Whether a CT reaches at least half of its film's height head to foot, so that its projection is a film: a
+    chest CT, a whole-head CT; not a single slice or a thin slab (a 48 mm slab through a head is not a skull film).
+    """
+    return not ct.is_2d and head_to_foot_mm(ct) >= 0.5 * detector_of(ct)
 
 
 def plain_drr(ct: Volume) -> Volume:

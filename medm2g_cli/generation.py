@@ -12,7 +12,7 @@ import typer
 from medm2g_cli import console
 from medm2g_core.devices import resolve_device
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import DRR_STRENGTH, SCHEDULER_NAMES
+from medm2g_core.vocabulary import DRR_STRENGTH, REPORT_REDRAWS, SCHEDULER_NAMES
 
 if TYPE_CHECKING:  # the engine is imported when a command runs, so `--help` starts without torch
     from medm2g_core.apps.translate import TranslateJob
@@ -168,6 +168,9 @@ def report(
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     beams: int = typer.Option(1, "--beams", help="Beam search width of the text decoder (1: greedy)."),
+    redraws: int = typer.Option(REPORT_REDRAWS, "--redraws", help="Draw a report again (new seed) while it states "
+                                "and negates one finding, or names a finding of the other anatomy (chest vs "
+                                "brain, when the image says its body part); a report still failing says so."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     json_output: bool = typer.Option(False, "--json", help="Print the report(s) as JSON lines."),
 ) -> None:
@@ -181,10 +184,12 @@ def report(
     if out is not None and out.suffix.lower() not in REPORT_SUFFIXES:
         raise InputError(f"--out {out}: use a .txt or .json file")
     volume = read_image(image, modality, out, overwrite)
-    options = ReportOptions(sampling_config(steps, eta, guidance, scheduler), seed, n, num_beams=beams)
+    options = ReportOptions(sampling_config(steps, eta, guidance, scheduler), seed, n, num_beams=beams,
+                            redraws=redraws)
     medm2g = open_model(model)
     reports = report_file(medm2g, image, volume, options, out, overwrite, _device(), {
-        "n": n, "steps": steps, "eta": eta, "guidance": guidance, "scheduler": scheduler, "beams": beams})
+        "n": n, "steps": steps, "eta": eta, "guidance": guidance, "scheduler": scheduler, "beams": beams,
+        "redraws": redraws})
     if json_output:
         for item in reports:
             console.emit_json_line(item.as_json())

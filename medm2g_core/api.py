@@ -34,7 +34,7 @@ from medm2g_core.sampling.translate import (
     provenance,
     translate_volume,
 )
-from medm2g_core.vocabulary import DRR_STRENGTH
+from medm2g_core.vocabulary import DRR_STRENGTH, REPORT_REDRAWS
 
 Image = str | os.PathLike | Volume
 ModelSpec = MedM2G | str | None
@@ -80,10 +80,14 @@ def translate(images: Image | Sequence[Image], to: str, contrast: str | None = N
 
 
 def report(image: Image, model: ModelSpec = None, n: int = 1, steps: int = 50, guidance: float = 2.0,
-           eta: float = 1.0, scheduler: str = "ddim", seed: int = 0, beams: int = 1) -> list[Report]:
+           eta: float = 1.0, scheduler: str = "ddim", seed: int = 0, beams: int = 1,
+           redraws: int = REPORT_REDRAWS) -> list[Report]:
     """``n`` AI-generated reports of an X-ray, CT or MRI (seeds ``seed .. seed+n-1``): each has ``text`` (with
-    the synthetic header), ``labels`` (finding -> 1 stated, 0 negated, None not mentioned) and ``seed``."""
-    options = ReportOptions(SamplingConfig(steps, eta, guidance, scheduler), seed, n, num_beams=beams)
+    the synthetic header), ``labels`` (finding -> 1 stated, 0 negated, None not mentioned) and ``seed``. A report
+    that states and negates one finding, or names the other anatomy's, is drawn again up to ``redraws`` times;
+    ``draws`` says how many it took and ``problems`` what is still wrong if none passed."""
+    options = ReportOptions(SamplingConfig(steps, eta, guidance, scheduler), seed, n, num_beams=beams,
+                            redraws=redraws)
     return write_report(_model(model), _volume(image), options)
 
 

@@ -58,3 +58,7 @@ CACHE_INDEX = "cache.json"
 # CT volume -> X-ray: the share of the denoising schedule the X-ray denoiser redraws the CT's projection (DRR)
 # over; chosen from benchmarks/ct_to_xray.py (BENCHMARKS.md). A default the CLI shows, hence defined here.
 DRR_STRENGTH = 0.3
+
+# Report: new draws for a report that contradicts itself or names the other anatomy's findings
+# (sampling/report.py); a default the CLI shows, hence defined here.
+REPORT_REDRAWS = 8

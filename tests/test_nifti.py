@@ -1,5 +1,6 @@
 """NIfTI read/write: exact affines, scl fields, 4D frame choice, provenance, real nibabel test images."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -8,7 +9,7 @@ import pytest
 
 from medm2g_core.errors import InputError, OutputExistsError
 from medm2g_core.io.nifti import read_nifti, write_nifti
-from medm2g_core.io.volume import Volume
+from medm2g_core.io.volume import SourceMeta, Volume
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 
@@ -57,6 +58,13 @@ def test_float_data_is_stored_as_float32(tmp_path):
     back = read_nifti(path)
     np.testing.assert_array_equal(back.data, data)
     assert back.contrast == "T2"
+
+
+def test_body_part_is_kept(tmp_path):
+    """The body part (CHEST, SKULL) travels with a medm2g NIfTI: reports check findings against the anatomy."""
+    film = Volume(np.zeros((4, 4, 1), np.float32), np.eye(4), "XRAY", meta=SourceMeta(body_part="SKULL"))
+    assert read_nifti(write_nifti(film, tmp_path / "film.nii.gz")).meta.body_part == "SKULL"
+    assert read_nifti(write_nifti(replace(film, meta=SourceMeta()), tmp_path / "bare.nii")).meta.body_part is None
 
 
 def test_synthetic_images_say_so_in_the_header(tmp_path):

@@ -12,7 +12,7 @@ from medm2g_core.models.sampler import SCHEDULERS, SamplingConfig, Stream, sampl
 from medm2g_core.phantoms.world import PhantomConfig, make_case
 from medm2g_core.sampling.generate import GenerateOptions, generate_images, generate_reports
 from medm2g_core.sampling.guides import guide_context, image_guide, text_guide
-from medm2g_core.sampling.report import HEADER, ReportOptions, write_report
+from medm2g_core.sampling.report import HEADER, ReportOptions, anatomy_of, problems_of, write_report
 from medm2g_core.sampling.routes import route
 from medm2g_core.sampling.slices import cut, uncut
 from medm2g_core.sampling.translate import (
@@ -190,6 +190,23 @@ def test_report_is_headed_labelled_and_reproducible(model, chest):
     assert reports[0].as_text().startswith(HEADER)
     assert set(reports[0].labels) >= {"pleural_effusion", "cardiomegaly"}
     assert [r.text for r in write_report(model, chest[0]["xray"], options)] == [r.text for r in reports]
+
+
+def test_reports_are_redrawn_until_consistent_and_say_so(model, brain, chest):
+    """Redraws keep only reports the labeler finds consistent, or say what is wrong; draw 1 is the no-redraw one."""
+    films = [chest[0]["xray"], brain[0]["xray"]]
+    assert [anatomy_of(f) for f in films] == ["chest", "brain"]
+    for film in films:
+        first = write_report(model, film, ReportOptions(sampling=FAST, seed=2, n=4, redraws=0))
+        checked = write_report(model, film, ReportOptions(sampling=FAST, seed=2, n=4, redraws=8))
+        for raw, kept in zip(first, checked, strict=True):
+            assert raw.draws == 1 and raw.problems == problems_of(raw.text, anatomy_of(film))
+            assert kept.problems == problems_of(kept.text, anatomy_of(film))
+            assert (kept.text == raw.text) == (kept.draws == 1)  # a report that passed at once is not redrawn
+            assert kept.draws == 1 if not raw.problems else 1 < kept.draws <= 9
+            assert not kept.problems or (kept.draws == 9 and "WARNING" in kept.as_text())
+    assert problems_of("FINDINGS: No pneumothorax. IMPRESSION: Right pneumothorax.", "chest")
+    assert problems_of("FINDINGS: Small left pleural effusion. IMPRESSION: Effusion.", "brain")
 
 
 def test_generate_one_and_joint_is_seeded_per_row(model, brain, chest):

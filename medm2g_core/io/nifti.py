@@ -4,7 +4,7 @@ Reading follows nibabel's affine precedence (sform when its code is set, else qf
 scl_slope/scl_inter. Writing stores the Volume's affine as both sform and qform (code 1, scanner; a sheared
 affine, which a qform quaternion cannot hold, as the sform alone with qform_code 0), sets
 the scl fields explicitly, says "SYNTHETIC" in the description of generated images, and keeps modality,
-units and provenance in a JSON comment extension that medm2g reads back.
+units, body part and provenance in a JSON comment extension that medm2g reads back.
 """
 
 import json
@@ -78,7 +78,8 @@ def read_nifti(path: str | os.PathLike, frame: int | None = None, modality: str 
     if data.ndim == 2:
         data = data[:, :, None]
     saved = _medm2g_extension(image.header)
-    meta = SourceMeta(format="nifti", path=str(path), notes=list(saved.get("notes", [])))
+    meta = SourceMeta(format="nifti", path=str(path), notes=list(saved.get("notes", [])),
+                      body_part=saved.get("body_part"))
     if image.header.get_sform(coded=True)[1] == 0 and image.header.get_qform(coded=True)[1] == 0:
         meta.notes.append("no sform/qform: nibabel's fallback affine (voxel sizes only)")
     if shear(affine) > SHEAR_TOLERANCE:
@@ -163,6 +164,7 @@ def to_nifti_image(volume: Volume, quantize: bool = False) -> nib.Nifti1Image:
         "modality": volume.modality,
         "units": volume.units,
         "contrast": volume.contrast,
+        "body_part": volume.meta.body_part,
         "synthetic": volume.synthetic,
         "provenance": volume.provenance,
         "notes": volume.meta.notes,

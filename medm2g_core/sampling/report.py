@@ -3,6 +3,11 @@
 A volume guides with a few evenly spaced slices at once (their context tokens concatenated, as multi-source
 guidance does); a radiograph is one slice. The text latent is sampled under that guide, decoded (greedy, or beam
 search), labelled by the project's finding labeler, and always headed as AI-generated and unverified.
+
+A report that affirms and negates one finding, or (when the image says its body part) states a finding of the
+other anatomy, is redrawn from a new seed, up to ``redraws`` times (the labeler's ``contradictions`` and
+``foreign_findings`` are the check). The report says how many draws it took; one still inconsistent after the
+last draw is returned with a warning line naming the problem, never silently.
 """
 
 from dataclasses import dataclass, field
@@ -11,7 +16,7 @@ import numpy as np
 import torch
 
 import medm2g_core
-from medm2g_core.data.labeler import label_report
+from medm2g_core.data.labeler import contradictions, foreign_findings, label_report
 from medm2g_core.errors import InputError
 from medm2g_core.io.volume import Volume
 from medm2g_core.models.medm2g import MedM2G
@@ -20,7 +25,7 @@ from medm2g_core.sampling.guides import decode_reports, image_guide, image_resol
 from medm2g_core.sampling.routes import follow
 from medm2g_core.sampling.slices import cut
 from medm2g_core.sampling.translate import source_modality
-from medm2g_core.vocabulary import SEED_STRIDE
+from medm2g_core.vocabulary import REPORT_REDRAWS, SEED_STRIDE
 
 HEADER = "AI-GENERATED REPORT - UNVERIFIED - NOT FOR DIAGNOSIS"
 
@@ -32,6 +37,7 @@ class ReportOptions:
     n: int = 1  # reports per input (different seeds)
     slices: int = 3  # guiding slices of a volume
     num_beams: int = 1
+    redraws: int = REPORT_REDRAWS  # new draws for a report that contradicts itself or names the other anatomy's
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -40,6 +46,8 @@ class ReportOptions:
             raise InputError(f"guiding slices must be at least 1; got {self.slices}", option="slices")
         if self.num_beams < 1:
             raise InputError(f"beam width must be at least 1; got {self.num_beams}", option="beams")
+        if self.redraws < 0:
+            raise InputError(f"redraws must be at least 0; got {self.redraws}", option="redraws")
 
 
 @dataclass
@@ -49,14 +57,35 @@ class Report:
     seed: int
     model: str
     source: dict = field(default_factory=dict)
+    draws: int = 1  # draws it took to pass the consistency check (or all of them, when it did not)
+    problems: list[str] = field(default_factory=list)  # what the check still finds, when no draw passed
 
     def as_text(self) -> str:
-        """The report as a user reads it: the header first."""
-        return f"{HEADER}\n(medm2g {medm2g_core.__version__}, model {self.model}, seed {self.seed})\n\n{self.text}\n"
+        """The report as a user reads it: the header first, and a warning when the check still fails."""
+        warning = f"WARNING: {'; '.join(self.problems)}\n" if self.problems else ""
+        return (f"{HEADER}\n(medm2g {medm2g_core.__version__}, model {self.model}, seed {self.seed}, "
+                f"draws {self.draws})\n{warning}\n{self.text}\n")
 
     def as_json(self) -> dict:
         return {"header": HEADER, "synthetic": True, "text": self.text, "labels": self.labels, "model": self.model,
-                "seed": self.seed, "medm2g": medm2g_core.__version__, "source": self.source}
+                "seed": self.seed, "draws": self.draws, "problems": self.problems, "medm2g": medm2g_core.__version__,
+                "source": self.source}
+
+
+def anatomy_of(volume: Volume) -> str | None:
+    """The anatomy an image's body part names (chest, or brain for a head or skull), None when it says nothing."""
+    part = (volume.meta.body_part or "").upper()
+    if part in ("CHEST", "THORAX", "LUNG"):
+        return "chest"
+    return "brain" if part in ("HEAD", "BRAIN", "SKULL") else None
+
+
+def problems_of(text: str, anatomy: str | None) -> list[str]:
+    """What makes a report inconsistent: findings it affirms and negates, findings of the other anatomy."""
+    found = [f"states and negates {label}" for label in contradictions(text)]
+    if anatomy is not None:
+        found += [f"names {label}, a finding of the other anatomy" for label in foreign_findings(text, anatomy)]
+    return found
 
 
 def guiding_slices(volume: Volume, resolution: int, count: int) -> np.ndarray:
@@ -67,16 +96,27 @@ def guiding_slices(volume: Volume, resolution: int, count: int) -> np.ndarray:
 
 
 def write_report(model: MedM2G, volume: Volume, options: ReportOptions) -> list[Report]:
-    """``options.n`` reports of one image, seeds ``seed .. seed+n-1``."""
+    """``options.n`` reports of one image, seeds ``seed .. seed+n-1``; inconsistent ones redrawn (module doc)."""
     source = source_modality(volume)
     slices = guiding_slices(volume, image_resolution(model), 1 if volume.is_2d else options.slices)
     device = model["image_vae"].device
-    guides = [image_guide(model, source, torch.from_numpy(s[None]).to(device)).repeat(options.n) for s in slices]
+    guides = [image_guide(model, source, torch.from_numpy(s[None]).to(device)) for s in slices]
     seeds = [options.seed + k for k in range(options.n)]
-    generators = [torch.Generator().manual_seed(seed * SEED_STRIDE) for seed in seeds]
-    latents = follow(model, [(source, g) for g in guides], "text", options.sampling, generators)
-    texts = decode_reports(model, latents, options.num_beams)
+    anatomy = anatomy_of(volume)
+    texts: list[str] = [""] * options.n
+    draws, pending = [0] * options.n, list(range(options.n))
+    for attempt in range(options.redraws + 1):
+        # Draw ``attempt`` of report k: its own generator, seed * SEED_STRIDE + attempt (attempt 0 as before).
+        generators = [torch.Generator().manual_seed(seeds[k] * SEED_STRIDE + attempt) for k in pending]
+        rows = [(source, g.repeat(len(pending))) for g in guides]
+        latents = follow(model, rows, "text", options.sampling, generators)
+        for k, text in zip(pending, decode_reports(model, latents, options.num_beams), strict=True):
+            texts[k], draws[k] = text, attempt + 1
+        pending = [k for k in pending if problems_of(texts[k], anatomy)]
+        if not pending:
+            break
     name = str(model.info.get("model_id", "medm2g"))
     described = {"modality": volume.modality, "contrast": volume.contrast, "shape": list(volume.shape),
-                 "guiding_slices": len(slices)}
-    return [Report(text, label_report(text), seed, name, described) for text, seed in zip(texts, seeds, strict=True)]
+                 "guiding_slices": len(slices), "anatomy": anatomy}
+    return [Report(text, label_report(text), seed, name, described, tries, problems_of(text, anatomy))
+            for text, seed, tries in zip(texts, seeds, draws, strict=True)]

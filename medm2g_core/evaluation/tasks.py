@@ -293,8 +293,9 @@ def report(model: MedM2G, manifest: Manifest, cache: Cache, options: EvalOptions
     for seed in range(options.seeds):
         made, first = [], []
         for number, film in enumerate(films):
-            made.append(write_report(model, film, ReportOptions(options.sampling, seed))[0].text)
-            first.append(write_report(model, film, ReportOptions(options.sampling, seed, redraws=0))[0].text)
+            written = write_report(model, film, ReportOptions(options.sampling, seed))[0]
+            made.append(written.text)
+            first.append(written.first_draw)
             if progress:
                 progress(seed * len(films) + number + 1, options.seeds * len(films))
         for method, reports in ((MODEL, made), (FIRST_DRAW, first), ("most common training report", constant),

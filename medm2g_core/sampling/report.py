@@ -59,6 +59,7 @@ class Report:
     source: dict = field(default_factory=dict)
     draws: int = 1  # draws it took to pass the consistency check (or all of them, when it did not)
     problems: list[str] = field(default_factory=list)  # what the check still finds, when no draw passed
+    first_draw: str = ""  # the text of draw 1, what the model gives without the check (for evaluation)
 
     def as_text(self) -> str:
         """The report as a user reads it: the header first, and a warning when the check still fails."""
@@ -104,6 +105,7 @@ def write_report(model: MedM2G, volume: Volume, options: ReportOptions) -> list[
     seeds = [options.seed + k for k in range(options.n)]
     anatomy = anatomy_of(volume)
     texts: list[str] = [""] * options.n
+    problems: list[list[str]] = [[] for _ in range(options.n)]
     draws, pending = [0] * options.n, list(range(options.n))
     for attempt in range(options.redraws + 1):
         # Draw ``attempt`` of report k: its own generator, seed * SEED_STRIDE + attempt (attempt 0 as before).
@@ -111,12 +113,14 @@ def write_report(model: MedM2G, volume: Volume, options: ReportOptions) -> list[
         rows = [(source, g.repeat(len(pending))) for g in guides]
         latents = follow(model, rows, "text", options.sampling, generators)
         for k, text in zip(pending, decode_reports(model, latents, options.num_beams), strict=True):
-            texts[k], draws[k] = text, attempt + 1
-        pending = [k for k in pending if problems_of(texts[k], anatomy)]
+            texts[k], draws[k], problems[k] = text, attempt + 1, problems_of(text, anatomy)
+        if attempt == 0:
+            first = list(texts)
+        pending = [k for k in pending if problems[k]]
         if not pending:
             break
     name = str(model.info.get("model_id", "medm2g"))
     described = {"modality": volume.modality, "contrast": volume.contrast, "shape": list(volume.shape),
                  "guiding_slices": len(slices), "anatomy": anatomy}
-    return [Report(text, label_report(text), seed, name, described, tries, problems_of(text, anatomy))
-            for text, seed, tries in zip(texts, seeds, draws, strict=True)]
+    return [Report(texts[k], label_report(texts[k]), seeds[k], name, described, draws[k], problems[k], first[k])
+            for k in range(options.n)]

@@ -180,9 +180,9 @@ def covers_film(ct: Volume) -> bool:
 
 def plain_drr(ct: Volume) -> Volume:
     """The noise-free PA projection of a CT volume on the detector of :func:`detector_of`."""
-    head = detector_of(ct) == SKULL_DETECTOR_MM
-    return drr(ct, pixels=DRR_PIXELS, photons=math.inf, detector_size_mm=detector_of(ct),
-               body_part="SKULL" if head else "CHEST")
+    detector = detector_of(ct)
+    return drr(ct, pixels=DRR_PIXELS, photons=math.inf, detector_size_mm=detector,
+               body_part="SKULL" if detector == SKULL_DETECTOR_MM else "CHEST")
 
 
 def drr_radiograph(model: MedM2G, ct: Volume, options: TranslateOptions,

@@ -9,7 +9,7 @@ import typer
 
 from medm2g_cli import console
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import CROSS_ROUNDS, LDM_MODALITIES, SPATIAL_ROUND, VAE_MODALITIES
+from medm2g_core.vocabulary import CROSS_ROUNDS, LDM_MODALITIES, REPORT_ROUND, SPATIAL_ROUND, VAE_MODALITIES
 
 if TYPE_CHECKING:  # the training engine is imported when a command runs, so `--help` starts without torch
     from medm2g_core.training.run import StageRun
@@ -118,7 +118,8 @@ def align(
 @app.command("cross")
 def cross(
     round_name: str | None = typer.Option(None, "--round", help=f"One round: {', '.join(CROSS_ROUNDS)}, or "
-                                          f"{SPATIAL_ROUND} (the spatial path of the CT and MRI denoisers)."),
+                                          f"{SPATIAL_ROUND} (the spatial path of the CT and MRI denoisers), or "
+                                          f"{REPORT_ROUND} (guided reports and films)."),
     all_rounds: bool = typer.Option(False, "--all", help="Run the recipe's rounds in order (RUN/<round>/, then "
                                     "RUN/model)."),
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
@@ -132,13 +133,17 @@ def cross(
                                      "guide's noisy latent z_t^B besides f_B; default: the recipe's [ablation] lcag."),
     spatial: bool | None = typer.Option(None, "--spatial/--no-spatial", help="With --all: end with the spatial "
                                         "round; default: the recipe's [ablation] spatial."),
+    report: bool | None = typer.Option(None, "--report/--no-report", help="With --all: end with the report round "
+                                       "(after spatial); default: the recipe's [ablation] report."),
 ) -> None:
     """Latent cross-guided training (paper 3.4-3.5): context encoders and cross-attention, one multi-flow round
     at a time; everything else stays frozen.
 
     Rounds: text-xray (V_text, V_xray, both cross-attentions), text-ct (text frozen), ct-mri (CT frozen), and
     our extension spatial: copies of the CT and MRI denoisers that also read the source images' latents at their
-    input (any subset of CT, T1, T1ce, T2, FLAIR, PD), used by image-to-image translation.
+    input (any subset of CT, T1, T1ce, T2, FLAIR, PD), used by image-to-image translation; and report: copies of
+    the text and X-ray denoisers that also take the guide pooled into their timestep embedding, every weight
+    trained, used by X-ray -> report and report -> X-ray.
     Samples are held-out denoising losses with the real vs a shuffled partner (samples/cross-*.json).
 
     Example: `medm2g train cross --all --data data/phantom --model runs/align/model --out runs/cross`
@@ -149,7 +154,7 @@ def cross(
     if all_rounds:
         from medm2g_core.training.run import train_cross_all
 
-        results = train_cross_all(run, lcag, spatial)
+        results = train_cross_all(run, lcag, spatial, report)
         console.say(f"{len(results)} rounds, {sum(r.steps for r in results)} steps in "
                     f"{sum(r.wall_s for r in results):.0f} s")
         typer.echo(str(out / "model"))

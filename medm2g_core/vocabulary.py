@@ -22,7 +22,7 @@ CONTRAST_OF_KEY = dict(zip(MRI_KEYS, MRI_CONTRASTS, strict=True))
 MODALITY_KEYS = {"xray": ("xray",), "ct": ("ct",), "mri": ("mr", *MRI_KEYS)}  # every key of a model modality
 SPLITS = ("train", "val", "test")
 
-# Paired data and the cross-guided rounds that train on it (paper 3.4-3.5; "spatial" is our extension).
+# Paired data and the cross-guided rounds that train on it (paper 3.4-3.5; "spatial" and "report" are ours).
 PAIR_KINDS = ("text-xray", "text-ct", "text-mri", "ct-mri")
 CROSS_ROUNDS = ("text-xray", "text-ct", "ct-mri")
 
@@ -31,6 +31,7 @@ CROSS_ROUNDS = ("text-xray", "text-ct", "ct-mri")
 VAE_MODALITIES = ("image", *IMAGE_MODALITIES, "text")
 LDM_MODALITIES = (*IMAGE_MODALITIES, "text")
 SPATIAL_ROUND = "spatial"
+REPORT_ROUND = "report"  # guided reports and films (our extension, training/report_stage.py)
 
 # Finding labels stored with every phantom case (and read back from reports by the labeler), per anatomy.
 CHEST_LABELS = (

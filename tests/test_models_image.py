@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 
 from medm2g_core.errors import InputError, ModelError, OutputExistsError
 from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, adapt_pretrained_unet
+from medm2g_core.models.image_denoiser import with_global_path as image_with_global_path
 from medm2g_core.models.image_vae import (
     ImageVAEConfig,
     adapt_pretrained_vae,
@@ -21,6 +22,7 @@ from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G
 from medm2g_core.models.sampler import SamplingConfig, Stream, make_scheduler, sample
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.models.text_denoiser import TextDenoiser, TextDenoiserConfig
+from medm2g_core.models.text_denoiser import with_global_path as text_with_global_path
 from medm2g_core.training.image_ldm_stage import PREVIEWS_PER_LABEL, ImageLDMStage
 from medm2g_core.vocabulary import MRI_CONTRASTS
 
@@ -125,6 +127,31 @@ def _sd_layout_unet(cross_attention_dim: int) -> UNet2DConditionModel:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         attention_head_dim=4, cross_attention_dim=cross_attention_dim, norm_num_groups=8,
     ))
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_the_zero_initialised_global_path_starts_as_the_denoiser_and_then_reads_the_context(kind, request):
+    """A guided copy computes exactly what its denoiser computes until the global path's LayerNorm moves; then a
+    different context (pooled into the timestep embedding) changes the output even without cross-attention."""
+    base = request.getfixturevalue("denoiser" if kind == "image" else "text_denoiser").eval()
+    copy = (image_with_global_path if kind == "image" else text_with_global_path)(base).eval()
+    assert copy.config.global_condition and not base.config.global_condition
+    torch.manual_seed(3)
+    width = base.config.cross_attention_dim
+    latents = torch.randn(2, 4, 16, 16) if kind == "image" else torch.randn(2, base.config.latent_dim)
+    t, context, other = torch.tensor([20, 700]), torch.randn(2, 5, width), torch.randn(2, 5, width)
+    with torch.no_grad():
+        assert torch.equal(copy(latents, t, context), base(latents, t, context))
+        assert torch.equal(copy(latents, t), base(latents, t))  # the null context
+        pooled = copy.unet.add_embedding if kind == "image" else copy.global_embedding
+        pooled.norm2.weight.fill_(1.0)
+        attention = [m for name, m in copy.named_modules() if name.endswith("attn2")]
+        for module in attention:  # cut the cross-attention: only the global path can see the context
+            module.to_out[0].weight.zero_()
+            module.to_out[0].bias.zero_()
+        assert not torch.allclose(copy(latents, t, context), copy(latents, t, other), atol=1e-5)
+    with pytest.raises(ValueError, match="already has a global path"):
+        (image_with_global_path if kind == "image" else text_with_global_path)(copy)
 
 
 def test_adapt_pretrained_unet_keeps_what_fits(tmp_path):

@@ -19,6 +19,7 @@ from medm2g_core.training.align_stage import AlignStage
 from medm2g_core.training.cross_stage import ROUNDS, CrossStage
 from medm2g_core.training.pairs import PairedItems, image_store, text_store
 from medm2g_core.training.recipe import load_recipe
+from medm2g_core.training.report_stage import ReportStage
 from medm2g_core.training.retrieval import retrieval_scores
 from medm2g_core.training.run import StageRun, train_ldm, train_vae
 from medm2g_core.training.trainer import train
@@ -230,6 +231,42 @@ def test_eq6_is_eq2_when_the_guide_is_removed(world, crossed):
         plain = F.mse_loss(denoiser(stage.scheduler.add_noise(z0, noise, t), t, contrast=batch["ct-mri:mri:label"]),
                            noise)
     assert guided.item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+def test_report_round_trains_only_its_guided_copies_and_the_real_guide_wins(world, crossed, cli, tmp_path):
+    """`train cross --round report` adds guided_text and guided_xray and leaves every other component bit-identical;
+    after a short round, held-out reports are denoised better with their own film than with another case's."""
+    result = cli("--quiet", "train", "cross", "--round", "report", "--recipe", "micro", "--data",
+                 str(world / "cache"), "--model", str(crossed / "model"), "--out", str(tmp_path / "run"), "--steps",
+                 "150")
+    assert result.exit_code == 0, result.stderr
+    before, after = MedM2G.from_pretrained(crossed / "model"), MedM2G.from_pretrained(tmp_path / "run" / "model")
+    assert set(after.components) - set(before.components) == {"guided_text", "guided_xray"}
+    for component in before.components:
+        if component != "scheduler":
+            old, new = state(before, component), state(after, component)
+            assert all(torch.equal(old[k], new[k]) for k in old), f"the report round changed {component}"
+    assert after["guided_text"].config.global_condition and after["guided_xray"].config.global_condition
+    assert after.info["stage:cross-report"]["report"] is True
+    losses = [row["loss"] for row in metrics(tmp_path / "run")]
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    for modality in ("text", "xray"):  # every weight of the copies trains, the global path included
+        old, new = state(before, f"denoiser_{modality}"), state(after, f"guided_{modality}")
+        assert all(not torch.equal(old[k], new[k]) for k in old if k.endswith("attn1.to_q.weight"))
+        pooled = [k for k in new if k not in old]
+        assert pooled and all(k.split(".")[-3] in ("add_embedding", "global_embedding") for k in pooled
+                              if k.endswith("norm2.weight"))
+        assert any(new[k].abs().sum() > 0 for k in pooled if k.endswith("norm2.weight"))
+    stage = ReportStage(Cache.open(world / "cache"), after, RECIPE.report, RECIPE.diffusion)
+    assert set(stage.guidance_gain("val", batches=1)) == {"text<-xray", "xray<-text"}
+
+
+def test_the_report_round_refuses_a_model_without_the_text_xray_round(world, aligned, cli, tmp_path):
+    result = cli("train", "cross", "--round", "report", "--recipe", "micro", "--data", str(world / "cache"),
+                 "--model", str(aligned / "model"), "--out", str(tmp_path / "run"), "--steps", "2")
+    assert result.exit_code == 2
+    assert "context_encoder_text" in result.stderr and "text-xray round" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_tiled_null_context_is_the_null_context(world):

@@ -18,6 +18,11 @@ Spatial path (``spatial_channels``, our extension of the paper, docs/METHOD.md):
 images, laid out in fixed slots with a presence plane each (:mod:`medm2g_core.models.spatial_guide`), are
 concatenated to the input after the coordinates. :func:`with_spatial_path` widens a trained denoiser's input
 convolution with zero weights for them, so it starts out computing exactly what it computed before.
+
+Global path (``global_condition``, our extension for report -> X-ray, docs/METHOD.md): the context tokens are also
+pooled into one vector added to the timestep embedding (diffusers' ``addition_embed_type="text"``:
+``TextTimeEmbedding``), so a report steers every resnet block, not only the cross-attention queries.
+:func:`with_global_path` copies a trained denoiser with that path's output LayerNorm zeroed (unchanged output).
 """
 
 import os
@@ -53,6 +58,7 @@ class ImageDenoiserConfig:
     norm_num_groups: int = 8
     coord_channels: bool = True  # x/y coordinate channels at the input (spatial cross-attention)
     spatial_channels: int = 0  # source latents + presence planes at the input (the spatial path); 0: none
+    global_condition: bool = False  # the pooled context is added to the timestep embedding (the global path)
 
 
 def _block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -69,7 +75,7 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
     def __init__(
         self, block_out_channels: tuple[int, ...], layers_per_block: int, attention_head_dim: int,
         cross_attention_dim: int, context_tokens: int, in_channels: int, sample_size: int, num_contrasts: int,
-        norm_num_groups: int, coord_channels: bool = False, spatial_channels: int = 0,
+        norm_num_groups: int, coord_channels: bool = False, spatial_channels: int = 0, global_condition: bool = False,
     ) -> None:
         super().__init__()
         down, up = _block_types(len(block_out_channels))
@@ -86,6 +92,8 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
             cross_attention_dim=cross_attention_dim,
             norm_num_groups=norm_num_groups,
             num_class_embeds=num_contrasts or None,
+            addition_embed_type="text" if global_condition else None,
+            addition_embed_type_num_heads=attention_head_dim,
         )
         self.null_context = nn.Parameter(torch.randn(context_tokens, cross_attention_dim) * 0.02)  # [T, D]
 
@@ -139,6 +147,21 @@ def with_spatial_path(denoiser: ImageDenoiser, channels: int) -> ImageDenoiser:
     new[:, :old.shape[1]] = old
     widened.load_state_dict({**state, "unet.conv_in.weight": new})
     return widened.to(denoiser.device, denoiser.dtype)
+
+
+@torch.no_grad()
+def with_global_path(denoiser: ImageDenoiser) -> ImageDenoiser:
+    """A copy of ``denoiser`` with the global path, its output LayerNorm zero: it starts as ``denoiser``."""
+    if denoiser.config.global_condition:
+        raise ValueError("the denoiser already has a global path")
+    config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
+    copy = ImageDenoiser(**{**config, "global_condition": True})
+    missing = copy.load_state_dict(denoiser.state_dict(), strict=False).missing_keys
+    if any(not key.startswith("unet.add_embedding.") for key in missing):
+        raise ValueError(f"unexpected missing weights in the copy: {missing}")
+    nn.init.zeros_(copy.unet.add_embedding.norm2.weight)
+    nn.init.zeros_(copy.unet.add_embedding.norm2.bias)
+    return copy.to(denoiser.device)  # float32, as every stage trains
 
 
 def coordinates(latents: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,12 @@ and passed through residual transformer blocks. Each block is diffusers' ``Basic
 PixArt-alpha form (``norm_type="ada_norm_single"``): timestep-modulated (adaLN) self-attention and MLP, and a
 cross-attention sub-layer (``attn2``) that reads the context tokens [B, L, D]. As in :class:`ImageDenoiser`,
 a learned null context stands in when no condition is given, and cross-guided training updates only ``attn2``.
+
+Global path (``global_condition``, our extension for guided reports, docs/METHOD.md): the context tokens are also
+pooled into one vector (diffusers' ``TextTimeEmbedding``: attention pooling, a projection and a LayerNorm) that is
+added to the timestep embedding, so the guide modulates every block (adaLN), as a class label does in DiT,
+besides being read through cross-attention. :func:`with_global_path` copies a trained denoiser with that path's
+output LayerNorm zeroed: the copy starts out computing exactly what the original computes.
 """
 
 from dataclasses import dataclass
@@ -14,6 +20,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.embeddings import TextTimeEmbedding
 from diffusers.models.normalization import AdaLayerNormSingle
 from torch import nn
 
@@ -28,6 +35,7 @@ class TextDenoiserConfig:
     cross_attention_dim: int = 64
     context_tokens: int = 4  # length of the learned null context
     scaling_factor: float = 1.0  # 1 / std of the text VAE's latent means; set by the text LDM stage
+    global_condition: bool = False  # the pooled context is added to the timestep embedding (the global path)
 
 
 class TextDenoiser(ModelMixin, ConfigMixin):
@@ -36,7 +44,7 @@ class TextDenoiser(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self, latent_dim: int, tokens: int, hidden_dim: int, layers: int, heads: int, cross_attention_dim: int,
-        context_tokens: int, scaling_factor: float,
+        context_tokens: int, scaling_factor: float, global_condition: bool = False,
     ) -> None:
         super().__init__()
         if latent_dim % tokens or hidden_dim % heads:
@@ -57,6 +65,7 @@ class TextDenoiser(ModelMixin, ConfigMixin):
         self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_dim) / hidden_dim**0.5)
         self.proj_out = nn.Linear(hidden_dim, token_dim)
         self.null_context = nn.Parameter(torch.randn(context_tokens, cross_attention_dim) * 0.02)  # [T_c, D]
+        self.global_embedding = TextTimeEmbedding(cross_attention_dim, hidden_dim, heads) if global_condition else None
 
     def null(self, batch_size: int) -> torch.Tensor:
         """The unconditional context [B, T_c, D]."""
@@ -70,13 +79,38 @@ class TextDenoiser(ModelMixin, ConfigMixin):
         context = self.null(batch) if context is None else context
         tokens = latents.reshape(batch, self.config.tokens, -1)  # [B, T, latent_dim/T]
         hidden = self.proj_in(tokens) + self.position  # [B, T, H]
-        modulation, embedded = self.time(timesteps, batch_size=batch, hidden_dtype=hidden.dtype)  # [B,6H], [B,H]
+        modulation, embedded = self._modulation(timesteps, context, hidden.dtype)  # [B, 6H], [B, H]
         for block in self.blocks:
             hidden = block(hidden, encoder_hidden_states=context.to(hidden.dtype), timestep=modulation)
         shift, scale = (self.scale_shift_table[None] + embedded[:, None]).chunk(2, dim=1)  # [B, 1, H] each
         hidden = self.norm_out(hidden) * (1 + scale) + shift
         return self.proj_out(hidden).reshape(batch, -1)  # [B, latent_dim]
 
+    def _modulation(self, timesteps: torch.Tensor, context: torch.Tensor, dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adaLN vectors [B, 6H] and the embedding [B, H] of the timestep (plus the pooled context, global path)."""
+        batch = len(context)
+        if self.global_embedding is None:
+            return self.time(timesteps, batch_size=batch, hidden_dtype=dtype)
+        embedded = self.time.emb(timesteps, resolution=None, aspect_ratio=None, batch_size=batch, hidden_dtype=dtype)
+        embedded = embedded + self.global_embedding(context.to(dtype))  # [B, H]
+        return self.time.linear(self.time.silu(embedded)), embedded
+
     def cross_attention_parameters(self) -> list[nn.Parameter]:
         """The parameters of every cross-attention sub-layer (``attn2``): what cross-guided training updates."""
         return [p for block in self.blocks for p in block.attn2.parameters()]
+
+
+@torch.no_grad()
+def with_global_path(denoiser: TextDenoiser) -> TextDenoiser:
+    """A copy of ``denoiser`` with the global path, its output LayerNorm zero: it starts as ``denoiser``."""
+    if denoiser.config.global_condition:
+        raise ValueError("the denoiser already has a global path")
+    config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
+    copy = TextDenoiser(**{**config, "global_condition": True})
+    missing = copy.load_state_dict(denoiser.state_dict(), strict=False).missing_keys
+    if any(not key.startswith("global_embedding.") for key in missing):
+        raise ValueError(f"unexpected missing weights in the copy: {missing}")
+    nn.init.zeros_(copy.global_embedding.norm2.weight)
+    nn.init.zeros_(copy.global_embedding.norm2.bias)
+    return copy.to(denoiser.device)  # float32, as every stage trains

@@ -10,7 +10,9 @@ A step's output is decoded and encoded again to guide the next step, as a user c
 Image-to-image flows between CT and MRI take the spatial path instead when the model has it (``spatial_ct``,
 ``spatial_mri`` from the spatial round): one hop straight to the target, whatever the sources (MRI -> CT,
 CT -> MRI, any subset of contrasts -> another contrast), the sources' latents at the denoiser's input and V_B of
-the first source in its cross-attention (:func:`spatial_hop`).
+the first source in its cross-attention (:func:`spatial_hop`). A hop between text and X-ray takes the report
+round's guided copy (``guided_text``, ``guided_xray``: the guide also pooled into the timestep embedding) when the
+model has it (:func:`hop_denoiser`).
 """
 
 from collections import deque
@@ -65,6 +67,12 @@ def latent_shape(model: MedM2G, modality: str, batch: int) -> tuple[int, ...]:
     return (batch, denoiser.config.in_channels, side, side)
 
 
+def hop_denoiser(model: MedM2G, source: str, target: str) -> str:
+    """The denoiser of one hop: the report round's guided copy between text and X-ray when the model has it."""
+    guided = f"guided_{target}"
+    return guided if {source, target} == {"text", "xray"} and guided in model else f"denoiser_{target}"
+
+
 @torch.inference_mode()
 def hop(
     model: MedM2G, guides: list[tuple[str, Guide]], target: str, config: SamplingConfig,
@@ -73,8 +81,9 @@ def hop(
 ) -> torch.Tensor:
     """The scaled latents [B, ...] of ``target`` guided by clean guides [(modality, Guide [B, ...])]; several guides
     (e.g. MRI contrasts) have their context tokens concatenated."""
-    require(model, f"denoiser_{target}", "scheduler", *(f"context_encoder_{m}" for m, _ in guides))
-    denoiser = model[f"denoiser_{target}"]
+    name = hop_denoiser(model, guides[0][0], target)
+    require(model, name, "scheduler", *(f"context_encoder_{m}" for m, _ in guides))
+    denoiser = model[name]
     device = denoiser.device
     batch = len(generators)
     context = torch.cat([guide_context(model, m, g.latent.to(device), g.prompt.to(device), 0, generators)

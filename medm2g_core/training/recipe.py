@@ -21,6 +21,7 @@ from medm2g_core.models.text_vae import TextVAEConfig
 from medm2g_core.training.align_stage import AlignRecipe
 from medm2g_core.training.config_loading import from_dict
 from medm2g_core.training.cross_stage import CrossRecipe
+from medm2g_core.training.report_stage import ReportRecipe
 from medm2g_core.training.spatial_stage import SpatialRecipe
 from medm2g_core.training.stage import OptimConfig
 
@@ -80,6 +81,7 @@ class AblationRecipe:
     lcag: bool = True  # off: context encoders give only the adaptation f_B, not the guide's noisy latent z_t^B
     vi: bool = True  # off: no Barlow Twins term in the alignment
     spatial: bool = False  # on: `train cross --all` ends with the spatial round (our extension, not in Table 7)
+    report: bool = False  # on: `train cross --all` ends with the report round (our extension, not in Table 7)
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Recipe:
     align: AlignRecipe = field(default_factory=AlignRecipe)
     cross: CrossRecipe = field(default_factory=CrossRecipe)
     spatial: SpatialRecipe = field(default_factory=SpatialRecipe)
+    report: ReportRecipe = field(default_factory=ReportRecipe)
     ablation: AblationRecipe = field(default_factory=AblationRecipe)
 
 

@@ -28,6 +28,7 @@ from medm2g_core.vocabulary import (
     LDM_MODALITIES,
     MODALITY_KEYS,
     MODEL_INDEX,
+    REPORT_ROUND,
     SPATIAL_ROUND,
     VAE_MODALITIES,
 )
@@ -236,6 +237,8 @@ def train_cross(run: StageRun, round_name: str, lcag: bool | None = None) -> Tra
 
     if round_name == SPATIAL_ROUND:
         return train_spatial(run)
+    if round_name == REPORT_ROUND:
+        return train_report(run)
     base = load_base(run, required_components(round_name))  # before the cache is built: bad input writes nothing
     section = run.recipe.cross
     switches = {"lcag": run.recipe.ablation.lcag if lcag is None else lcag}
@@ -254,13 +257,26 @@ def train_spatial(run: StageRun) -> TrainResult:
     return run_stage(run, stage, section.optim, base, {"spatial": True})
 
 
-def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | None = None) -> list[TrainResult]:
+def train_report(run: StageRun) -> TrainResult:
+    """``medm2g train cross --round report``: guided reports and films (the global path; our extension)."""
+    from medm2g_core.training.report_stage import ReportStage, required_components
+
+    base = load_base(run, required_components())
+    section = run.recipe.report
+    stage = ReportStage(open_cache(run), base, section, run.recipe.diffusion, seed=section.optim.seed)
+    return run_stage(run, stage, section.optim, base, {"report": True})
+
+
+def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | None = None,
+                    report: bool | None = None) -> list[TrainResult]:
     """``medm2g train cross --all``: the recipe's rounds in order, each in ``RUN/<round>`` on the previous model,
-    then the spatial round when ``spatial`` (default: the recipe's ``[ablation] spatial``); ``RUN/model`` is the
-    final model."""
+    then the spatial round when ``spatial`` and the report round when ``report`` (defaults: the recipe's
+    ``[ablation]`` switches); ``RUN/model`` is the final model."""
     spatial = run.recipe.ablation.spatial if spatial is None else spatial
+    report = run.recipe.ablation.report if report is None else report
+    extensions = (*((SPATIAL_ROUND,) if spatial else ()), *((REPORT_ROUND,) if report else ()))
     results, model = [], run.base_model
-    for round_name in (*run.recipe.cross.rounds, *((SPATIAL_ROUND,) if spatial else ())):
+    for round_name in (*run.recipe.cross.rounds, *extensions):
         step = replace(run, out=run.out / round_name, base_model=model)
         results.append(train_cross(step, round_name, lcag))
         model = step.out / "model"

@@ -6,6 +6,7 @@ import typer
 
 from medm2g_cli import console
 from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, open_model
+from medm2g_core.atomic import check_folder_writable
 from medm2g_core.errors import InputError
 
 
@@ -26,6 +27,7 @@ def demo(
     from medm2g_core.apps.demo import run_demo
     from medm2g_core.models.sampler import SamplingConfig
 
+    check_folder_writable(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out} is not empty; pass --overwrite or choose another folder")
     medm2g = open_model(model)

@@ -10,6 +10,7 @@ import typer
 
 from medm2g_cli import console
 from medm2g_cli.generation import GUIDANCE_OPTION, MODEL_OPTION, STEPS_OPTION, open_model
+from medm2g_core.atomic import check_folder_writable
 from medm2g_core.errors import InputError
 from medm2g_core.vocabulary import CACHE_INDEX, EVAL_TASKS
 
@@ -97,6 +98,7 @@ def evaluate_command(
     from medm2g_core.models.sampler import SamplingConfig
     from medm2g_core.sampling.guides import image_resolution
 
+    check_folder_writable(out)
     if task not in ALL_TASKS:
         raise InputError(f"unknown task {task!r}; tasks: {', '.join(ALL_TASKS)}")
     if variant and task != "ablation":

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from medm2g_cli import console
+from medm2g_core.atomic import check_folder_writable
 from medm2g_core.devices import resolve_device
 from medm2g_core.errors import InputError
 from medm2g_core.vocabulary import DRR_STRENGTH, REPORT_REDRAWS, SCHEDULER_NAMES
@@ -245,6 +246,7 @@ def generate(
     prompts = _prompts(prompt, prompt_file)
     options = GenerateOptions(tuple(m.strip() for m in modality.split(",")), contrast,
                               sampling_config(steps, eta, guidance, scheduler), seed, joint=not separate)
+    check_folder_writable(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out} is not empty; pass --overwrite or choose another folder")
     medm2g = open_model(model)

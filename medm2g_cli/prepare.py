@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medm2g_cli import console
+from medm2g_core.atomic import check_folder_writable
 from medm2g_core.errors import InputError
 from medm2g_core.vocabulary import ANATOMIES
 
@@ -44,6 +45,8 @@ def phantom(
     Example: `medm2g prepare phantom --out data/phantom --cases 200 --workers 2`
     """
     from medm2g_core.phantoms.world import PhantomConfig, prepare_phantom
+
+    check_folder_writable(out)
 
     config = PhantomConfig(cases=cases, seed=seed, tasks=_csv(tasks) or (), brain_slices=brain_slices or None,
                            xray_pixels=xray_pixels, brain_xray=brain_xray,
@@ -93,6 +96,8 @@ def cache(
     """Build the model-ready cache: axial slices at RESOLUTION, normalised per modality, in safetensors shards."""
     from medm2g_core.data.cache import CacheConfig, build_cache
 
+    check_folder_writable(out)
+
     low, _, high = ct_clip.partition(",")
     try:
         clip = (float(low), float(high))
@@ -115,6 +120,8 @@ INCOMPLETE_HELP = "Keep the cases that pair and drop the rest (logged) instead o
 
 def _run_adapter(name: str, root: Path, out: Path, overwrite: bool, **options) -> None:
     from medm2g_core.data.adapters import ADAPTERS
+
+    check_folder_writable(out)
 
     if not root.is_dir():
         raise InputError(f"--root {root} is not a folder")

@@ -14,6 +14,7 @@ from medm2g_cli.generation import (
     STEPS_OPTION,
     sampling_config,
 )
+from medm2g_core.atomic import check_folder_writable
 from medm2g_core.errors import InputError
 
 
@@ -68,6 +69,7 @@ def synthesize_dataset(
                                sampling_config(steps, eta, guidance, scheduler), seed, batch_size)
     cases = plan_cases(texts, n)
     state = PartialState(cpu=console.settings.device == "cpu")
+    check_folder_writable(out)
     if out.exists() and any(out.iterdir()) and not resume and state.is_main_process:
         raise InputError(f"--out {out} is not empty; pass --resume to continue it")
     state.wait_for_everyone()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from medm2g_cli import console
+from medm2g_core.atomic import check_folder_writable
 from medm2g_core.errors import InputError
 from medm2g_core.vocabulary import CROSS_ROUNDS, LDM_MODALITIES, REPORT_ROUND, SPATIAL_ROUND, VAE_MODALITIES
 
@@ -33,6 +34,7 @@ def _stage_run(recipe: str, data: Path, out: Path, model: str | None, resume: bo
     from medm2g_core.training.recipe import load_recipe
     from medm2g_core.training.run import StageRun
 
+    check_folder_writable(out)
     return StageRun(recipe=load_recipe(recipe), data=data, out=out, base_model=model, resume=resume,
                     device=console.settings.device, progress=not console.settings.quiet, steps=steps)
 

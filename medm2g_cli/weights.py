@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medm2g_cli import console
+from medm2g_core.atomic import check_folder_writable
 
 app = typer.Typer(help="Download, list, verify and import model weights (for sites without internet).",
                   no_args_is_help=True)
@@ -111,4 +112,5 @@ def pack(
     """
     from medm2g_core import hub
 
+    check_folder_writable(out)
     typer.echo(str(hub.pack_model(model, out, half, card, overwrite)))

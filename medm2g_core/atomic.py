@@ -40,6 +40,24 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def check_folder_writable(folder: str | os.PathLike) -> Path:
+    """Fail early if the output folder ``folder`` cannot be made or written into: its nearest existing folder
+    (itself, or the one it would be made in) must be a folder this process may write (not a file, a read-only
+    mount, /sys, or a folder without permission)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"output folder {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write into {existing} ({exc.strerror or exc})") from exc
+    return folder
+
+
 @contextlib.contextmanager
 def _output_errors(path: Path, tmp: Path) -> Iterator[None]:
     """Turn an OSError about writing ``tmp`` for ``path`` (or a full disk) into a one-line OutputError."""

@@ -1,11 +1,12 @@
 """The safe writer: atomic, refuses to overwrite, leaves nothing behind on failure."""
 
 import os
+import tempfile
 
 import pytest
 
-from medm2g_core.atomic import atomic_dir, atomic_path, atomic_write, write_text
-from medm2g_core.errors import OutputExistsError
+from medm2g_core.atomic import atomic_dir, atomic_path, atomic_write, check_folder_writable, write_text
+from medm2g_core.errors import InputError, OutputError, OutputExistsError
 
 
 def test_write_then_refuse_then_overwrite(tmp_path):
@@ -70,3 +71,27 @@ def test_missing_output_folder_is_an_input_error(tmp_path):
 
     with pytest.raises(InputError, match="does not exist"):
         write_text(tmp_path / "nope" / "x.txt", "x")
+
+
+def test_check_folder_writable_finds_the_folder_it_would_be_made_in(tmp_path):
+    assert check_folder_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []  # nothing made, nothing left
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with pytest.raises(InputError, match=f"output folder {plain} is not a folder"):
+        check_folder_writable(plain / "out")
+
+
+def sys_refuses_writes() -> bool:
+    """/sys takes no new files, even from root (chmod does not stop root; a kernel folder does)."""
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            return False
+    except OSError:
+        return os.path.isdir("/sys")
+
+
+@pytest.mark.skipif(not sys_refuses_writes(), reason="needs a /sys that refuses new files")
+def test_check_folder_writable_refuses_a_folder_without_permission():
+    with pytest.raises(OutputError, match=r"^cannot write into /sys \("):
+        check_folder_writable("/sys/medm2g-out/run")

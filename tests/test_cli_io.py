@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -167,3 +168,46 @@ def test_synthetic_marking_survives_dicom_and_nifti(cli, tmp_path):
     assert facts["synthetic"] is True
     assert facts["provenance"]["model"] == "medm2g/test-model"
     assert nib.load(tmp_path / "back.nii.gz").header["descrip"].item().decode().startswith("SYNTHETIC")
+
+
+WRITING_COMMANDS = [  # every command that writes a folder, with the least it needs to reach the write
+    ["prepare", "phantom", "--cases", "2"],
+    ["prepare", "cache", "manifest.jsonl", "--resolution", "16"],
+    ["prepare", "iu-xray", "--root", "."],
+    ["synthesize-dataset", "--n", "1"],
+    ["generate", "Small left pleural effusion."],
+    ["demo"],
+    ["evaluate", "mri-to-ct", "--data", "."],
+    ["train", "vae", "--modality", "image", "--recipe", "micro", "--data", "."],
+    ["weights", "pack"],
+]
+
+
+def _with_out(argv: list[str], out: Path) -> list[str]:
+    return [*argv, str(out)] if argv == ["weights", "pack"] else [*argv, "--out", str(out)]
+
+
+@pytest.mark.parametrize("argv", WRITING_COMMANDS, ids=[" ".join(a[:2]) for a in WRITING_COMMANDS])
+def test_an_output_folder_under_a_file_is_one_line_and_exit_2(cli, tmp_path, argv):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    result = cli(*_with_out(argv, plain / "out"))
+    assert_one_line_error(result, f"output folder {plain} is not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]  # nothing left behind
+
+
+def _sys_refuses_writes() -> bool:
+    """/sys takes no new files, even from root (tests may run as root, where a 0o555 folder does not stop writes)."""
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            return False
+    except OSError:
+        return Path("/sys").is_dir()
+
+
+@pytest.mark.skipif(not _sys_refuses_writes(), reason="needs a /sys that refuses new files")
+@pytest.mark.parametrize("argv", WRITING_COMMANDS, ids=[" ".join(a[:2]) for a in WRITING_COMMANDS])
+def test_an_output_folder_without_permission_is_one_line_and_exit_2(cli, argv):
+    result = cli(*_with_out(argv, Path("/sys/medm2g-out")))
+    assert_one_line_error(result, "cannot write into /sys (")
+    assert not Path("/sys/medm2g-out").exists()

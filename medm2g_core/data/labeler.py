@@ -1,36 +1,62 @@
-"""Rule-based finding labels for radiology reports: the phantom vocabulary and the CheXpert-14 categories.
+"""Rule-based finding labels for radiology reports: the phantom vocabulary, real-report concepts and CheXpert-14.
 
-Used to score generated reports clinically (precision / recall / F1 of findings) and to label phantom reports.
+Used to score generated reports clinically (precision / recall / F1 of findings), to label phantom reports and
+to read real chest and head reports (``concept_labels``; scored on hand-written radiology sentences in
+``tests/labeler_sentences*.tsv`` by ``benchmarks/labeler_real.py``).
 The rules follow the CheXpert labeler (Irvin et al., AAAI 2019) with regular expressions in place of its
 dependency parse, NegEx style:
 
 * **Sections and sentences.** Only FINDINGS / IMPRESSION / CONCLUSION text and unheaded text are read;
   INDICATION, HISTORY, COMPARISON and TECHNIQUE sections are dropped (they hold questions, not findings).
   Sentences end at ``.``, ``!`` or ``?`` followed by white space, or at a line break ("4.2 cm" stays whole).
+* **Concepts** (``CONCEPTS``, read by ``concept_labels``): the phantom labels (``label_report``), the rest of
+  CheXpert's categories (``enlarged_cardiomediastinum``, ``opacity``, ``edema``, ``pneumonia``,
+  ``pleural_other``, ``fracture``) and what real reports name besides: ``emphysema`` (also hyperinflation,
+  hyperexpansion, COPD, bullae; not subcutaneous, surgical or mediastinal emphysema), ``subcutaneous_emphysema``
+  (subcutaneous or soft tissue air, gas, emphysema), ``pneumomediastinum``, ``fibrosis`` (interstitial lung
+  disease or fibrosis, chronic or coarse interstitial changes, honeycombing, scarring, usual interstitial
+  pneumonia), ``bronchiectasis``, ``granuloma``, ``calcification`` (any calcification named, vascular,
+  valvular, nodal, of a granuloma or plaque, and atherosclerosis; the calcified structure's own concept is read
+  as well), ``hilar_enlargement`` (enlarged, prominent or full hila, hilar or mediastinal lymphadenopathy),
+  ``hernia`` (hiatal and other diaphragmatic hernias), ``elevated_hemidiaphragm`` (also eventration),
+  ``scoliosis``, ``kyphosis``, ``degenerative_change`` (degenerative change or disc disease, spondylosis,
+  osteophytes, osteoarthritis), ``tortuous_aorta`` (tortuous, unfolded, ectatic or prominent aorta),
+  ``metastasis``, and on the head ``hemorrhage`` (also hematoma), ``infarct`` and ``hydrocephalus``.
 * **Mentions.** Each concept has patterns with synonyms and plurals ("enlarged cardiac silhouette",
   "airspace opacity", "blunting of the costophrenic angle", "FLAIR hyperintense foci"...). Words that mean
   different things in the chest and the head ("mass", "volume loss", "edema", "tumor") are read in the
   sentence's context (lung lobes, pleura, heart versus brain lobes, ventricles, white matter), falling back on
   the whole report's context. Neutral mentions ("heart size", "cardiomediastinal silhouette", "ventricles",
   "costophrenic angle") count as positive only next to an abnormal qualifier in their clause ("enlarged",
-  "prominent", "blunting"); "stable"/"unchanged" alone makes them uncertain (CheXpert), otherwise nothing.
+  "prominent", "blunting"); "stable"/"unchanged" alone makes the heart, mediastinum, costophrenic angle and
+  ventricles uncertain (CheXpert), otherwise nothing.
 * **Negation (0).** Pre-negation cues ("no", "not", "without", "negative for", "free of", "clear of",
-  "absence of", "resolution of", "removal of", "rather than", and "normal"/"unremarkable" before a noun within
-  five words) reach forward to the end of the clause, so "No pleural effusion or pneumothorax." negates both.
+  "absence of", "resolution of", "removal of", "rather than", "neither", "nor", a leading "resolved", and
+  "normal"/"unremarkable" before a noun within five words) reach forward to the end of the clause, so "No
+  pleural effusion or pneumothorax." negates both, and over "to suggest": "No consolidation to suggest
+  pneumonia" negates both.
   Post-negation cues ("is not seen", "are absent", "has resolved", "is normal in size", "are sharp",
-  "within normal limits", "appropriate for age") reach back over at most four words to the nearest mention,
+  "within normal limits", "upper limits of normal", "is no longer elevated") reach back over at most four
+  words to the nearest mention,
   and over a coordinated list ("effusion and pneumothorax are absent") unless the verb is singular
   ("is", "has"). A clause ends at "but", "however", "although", "though", "except", "apart from",
-  "aside from", "other than", "whereas", "while", "yet", "with", "there is/are", ";" or ":". A pre-negation
-  scope also ends at an uncertainty cue that follows a mention ("No pneumothorax, possible effusion").
+  "aside from", "other than", "whereas", "while", "yet", "with", "there is/are", ";" or ":", and at "and" or a
+  comma that opens a new subject ("and the", "and a", ", the", ", there"): "No effusion or pneumothorax, but
+  left basilar atelectasis", "No pneumothorax, and the left effusion is unchanged" and "Apart from mild
+  atelectasis, the lungs are clear" affirm the last finding. A pre-negation scope also ends at an uncertainty
+  cue that follows a mention ("No pneumothorax, possible effusion").
   Pseudo-negations ("no change", "no interval change", "not only") negate nothing.
-* **Uncertainty (-1).** "possible", "probable", "questionable", "suspected", "suspicious for",
-  "concerning for", "suggestive of", "may", "might", "could", "equivocal", "borderline", "differential
-  includes" reach forward over the clause; "is possible", "is suspected" reach back. "X or Y" and
-  "X versus Y" make both uncertain. "cannot be excluded", "is not excluded", "cannot exclude", "cannot rule
-  out" and "no new" are uncertain, and are checked before negation (CheXpert's pre-negation uncertainty);
-  otherwise negation wins over uncertainty. As in CheXpert, "likely", "consistent with" and "compatible with"
-  are not uncertain, and "blunting of the costophrenic angle" is an uncertain effusion.
+* **Uncertainty (-1)**, after CheXpert's rules. "possible", "probable", "presumed", "questionable", "question
+  of", "suspected", "suspicious for", "concerning for", "worrisome for", "suggestive of", "suggests", "may",
+  "might", "could", "would" (so "may represent", "could reflect", "may be due to"), "equivocal", "possibility
+  of", "favored", "differential includes" reach forward over the clause; "is possible", "is suspected" reach
+  back; "borderline", "unlikely" and "less likely" reach both ways. "X or Y", "X and/or Y" and "X versus Y"
+  make both uncertain. "cannot exclude", "cannot rule out", "difficult to exclude", "cannot be (entirely)
+  excluded", "is not excluded" and "no new" are uncertain and are checked before negation (CheXpert's
+  pre-negation uncertainty); otherwise negation wins over uncertainty ("No definite effusion" is 0). As in
+  CheXpert, "likely", "most likely", "consistent with", "compatible with", "represents" and "reflects" affirm;
+  "blunting of the costophrenic angle" is an uncertain effusion, and "pulmonary vascular congestion" and
+  "cephalization" an uncertain edema.
 * **Aggregation over mentions (CheXpert):** positive if any mention is positive, else uncertain if any is
   uncertain, else negative if any is negative, else ``None`` (not mentioned).
 * **Implied statements.** "The lungs are clear" negates consolidation, atelectasis, lung opacity, edema and
@@ -42,7 +68,8 @@ dependency parse, NegEx style:
   children (Lung Lesion, Edema, Consolidation, Pneumonia, Atelectasis; Cardiomegaly) besides their own
   mentions (opacity, infiltrate; mediastinal widening); a child's negation does not negate the parent.
   No Finding is 1 when no concept other than support devices is positive or uncertain (brain findings and
-  other abnormalities such as emphysema or fibrosis included) and ``None`` otherwise, as CheXpert does.
+  the concepts outside CheXpert's categories, such as emphysema, granuloma or degenerative change, included)
+  and ``None`` otherwise, as CheXpert does. Fibrosis, which CheXpert files under Pleural Other, is kept apart.
 * **Consistency** (``contradictions``, ``foreign_findings``): to score generated reports, a finding both affirmed
   and negated (mention by mention, so the side named with a mention and "no other ..." count), and positive
   findings of the other anatomy (a pleural effusion in a brain report).
@@ -61,6 +88,13 @@ CHEXPERT_LABELS = (
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
     "Support Devices",
 )
+CONCEPTS = (
+    *PHANTOM_LABELS,
+    "enlarged_cardiomediastinum", "opacity", "edema", "pneumonia", "pleural_other", "fracture",
+    "emphysema", "subcutaneous_emphysema", "pneumomediastinum", "fibrosis", "bronchiectasis", "granuloma",
+    "calcification", "hilar_enlargement", "hernia", "elevated_hemidiaphragm", "scoliosis", "kyphosis",
+    "degenerative_change", "tortuous_aorta", "metastasis", "hemorrhage", "infarct", "hydrocephalus",
+)
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
 
@@ -68,6 +102,12 @@ def label_report(text: str) -> dict[str, int | None]:
     """Each phantom label (chest then brain): 1 positive, 0 negated, -1 uncertain, ``None`` not mentioned."""
     concepts = _concept_values(text)
     return {label: concepts.get(label) for label in PHANTOM_LABELS}
+
+
+def concept_labels(text: str) -> dict[str, int | None]:
+    """Every concept of ``CONCEPTS`` (the phantom labels, then the rest): 1, 0, -1 or ``None`` (not mentioned)."""
+    concepts = _concept_values(text)
+    return {concept: concepts.get(concept) for concept in CONCEPTS}
 
 
 def binary_labels(text: str, uncertain_as: int = 1) -> dict[str, int]:
@@ -120,11 +160,13 @@ class _MentionRule:
     domain: str | None = None  # "chest" / "brain": only in a sentence read in that context
     qualifier: re.Pattern[str] | None = None  # a neutral mention is positive only with this in its clause
     hedged: bool = False  # an affirmed mention is uncertain
+    stable: bool = True  # a neutral mention called "stable" or "unchanged" without a qualifier is uncertain
 
 
 def _mention(concept: str, pattern: str, domain: str | None = None, qualifier: str | None = None,
-             hedged: bool = False) -> _MentionRule:
-    return _MentionRule(concept, re.compile(pattern), domain, re.compile(qualifier) if qualifier else None, hedged)
+             hedged: bool = False, stable: bool = True) -> _MentionRule:
+    return _MentionRule(concept, re.compile(pattern), domain, re.compile(qualifier) if qualifier else None, hedged,
+                        stable)
 
 
 _ENLARGED = r"\b(?:enlarg\w*|prominen\w*|large|increased|widen\w*|dilat\w*|cardiomegaly|ex vacuo)\b"
@@ -132,11 +174,13 @@ _MASS = r"\bmass(?:es)?\b(?! effect)|\b(?:tumou?rs?|neoplasms?)\b"
 _MENTIONS = (
     _mention("cardiomegaly", r"\bcardiomegaly\b|\bcardiac enlargement\b|\benlarged heart\b"),
     _mention("cardiomegaly", r"\b(?:heart|cardiac) size\b|\bsize of the heart\b|\bcardiac (?:silhouette|shadow)\b"
-             r"|\bheart(?= (?:is|appears|remains)\b)|\bcardiothoracic ratio\b", qualifier=_ENLARGED),
-    _mention("enlarged_cardiomediastinum", r"\bcardiomediastinal (?:silhouette|contours?|shadow)\b"
-             r"|\bcardiomediastinum\b|\bmediastinum\b|\bmediastinal (?:silhouette|contours?|configuration|widening)\b",
+             r"|\bheart(?= (?:is|appears|remains)\b)|\bcardiothoracic ratio\b"
+             r"|\bcardiac(?= and mediastinal (?:silhouettes|contours)\b)", qualifier=_ENLARGED),
+    _mention("enlarged_cardiomediastinum", r"\bcardiomediastinal (?:silhouettes?|contours?|shadow)\b"
+             r"|\bcardiomediastinum\b|\bmediastinum\b|\bmediastinal (?:silhouettes?|contours?|configuration|widening)\b"
+             r"|\bmediastinal(?= and hilar (?:contours|silhouettes)\b)|\bcardiomediastinal(?= and hilar\b)",
              qualifier=_ENLARGED),
-    _mention("pleural_effusion", r"\b(?<!pericardial )effusions?\b|\bpleural fluid\b|\bhydrothorax\b"),
+    _mention("pleural_effusion", r"\b(?<!pericardial )effusions?\b|\bpleural fluid\b|\bhydro(?:pneumo)?thorax\b"),
     _mention("pleural_effusion", r"\bcostophrenic (?:angles?|sulc[iu]s?|recess(?:es)?)\b", qualifier=r"\bblunt\w*",
              hedged=True),
     _mention("nodule", r"\bnodul(?:e|es|ar)\b"),
@@ -145,23 +189,56 @@ _MENTIONS = (
     _mention("consolidation", r"\bconsolidat(?:ion|ions|ive|ed)\b|\bair-?space (?:opacit(?:y|ies)|opacification"
              r"|disease|process)\b"),
     _mention("opacity", r"\bopacit(?:y|ies)\b|\bopacification\b|\binfiltrat(?:e|es|ion)\b|\bhaziness\b"),
-    _mention("pneumonia", r"\b(?:broncho)?pneumonias?\b|\binfection\b|\binfectious process\b", domain="chest"),
-    _mention("edema", r"\bo?edema\b", domain="chest"),
-    _mention("edema", r"\bpulmonary vascular congestion\b", hedged=True),
-    _mention("pneumothorax", r"\bpneumothora(?:x|ces)\b|\bptx\b"),
+    _mention("opacity", r"\bdensit(?:y|ies)\b", domain="chest"),
+    _mention("pneumonia", r"\b(?:broncho)?pneumonias?\b(?<!interstitial pneumonia)|\binfection\b"
+             r"|\binfectious process\b|\baspiration\b", domain="chest"),
+    _mention("edema", r"\bo?edema\b|\bcongestive heart failure\b|\bchf\b|\bfluid overload\b", domain="chest"),
+    _mention("edema", r"\b(?:pulmonary )?(?:vascular|venous) congestion\b|\bpulmonary congestion\b"
+             r"|\bcephalization\b", hedged=True),
+    _mention("pneumothorax", r"\b(?:hydro)?pneumothora(?:x|ces)\b|\bptx\b"),
     _mention("atelectasis", r"\batelecta(?:sis|ses|tic)\b"),
     _mention("atelectasis", r"\bvolume loss\b|\b(?:lobar )?collapse\b", domain="chest"),
     _mention("support_device", r"\b(?:endotracheal|tracheostomy|nasogastric|enteric|feeding|et|ng) tubes?\b"
-             r"|\bett\b|\bcatheters?\b|\b(?:central(?: venous)?|picc|arterial|midline) lines?\b|\blines and tubes\b"
-             r"|\bpiccs?\b|\bpacemakers?\b|\bpacers?\b|\bicd\b|\bdefibrillators?\b|\bdevices?\b|\bmediport\b"
-             r"|\bsternotomy wires\b"),
-    _mention("support_device", r"\btubes?\b|\bdrains?\b|\bhardware\b", domain="chest"),
-    _mention("pleural_other", r"\bpleural (?:thickening|scar(?:ring)?|plaques?)\b|\bfibrothorax\b"
-             r"|\bpleuro-?parenchymal scar(?:ring)?\b"),
-    _mention("fracture", r"\bfractur(?:e|es|ed)\b"),
-    _mention("other_finding", r"\bemphysema\b|\bhyperinflat\w*|\bscoliosis\b|\bgranulomas?\b|\bhernia\b"
-             r"|\bcalcifi\w*|\bfibrosis\b|\bhemorrhage\b|\bhaemorrhage\b|\bhematoma\b|\bmetasta\w*"
-             r"|\bpneumomediastinum\b|\bkyphosis\b|\binfarcts?\b|\bhydrocephalus\b"),
+             r"|\bett\b|\bcatheters?\b|\b(?:central(?: venous)?|picc|arterial|midline) lines?\b"
+             r"|\blines (?:and|or) tubes\b|\bpiccs?\b|\bpacemakers?\b|\bpacers?\b|\ba?icds?\b|\bdefibrillators?\b"
+             r"|\bdevices?\b|\bmediport\b|\bsternotomy wires\b|\bloop recorder\b"),
+    _mention("support_device", r"\btubes?\b|\bdrains?\b|\bhardware\b|\bports?\b", domain="chest"),
+    _mention("pleural_other", r"\bpleural (?:thickening|scar(?:ring)?|plaques?|caps?)\b|\bfibrothorax\b"
+             r"|\bpleur(?:o|al)-?[ -]?parenchymal scar(?:ring)?\b|\bapical caps?\b"),
+    _mention("fracture", r"\bfractur(?:e|es|ed)\b|\bcompression deformit(?:y|ies)\b"),
+    _mention("emphysema", r"\b(?<!subcutaneous )(?<!soft tissue )(?<!surgical )(?<!mediastinal )(?<!interstitial )"
+             r"emphysema\b|\bemphysematous\b|\bhyper-?(?:inflat|expan)\w*|\bcopd\b"
+             r"|\bchronic obstructive (?:pulmonary|lung) disease\b|\bbull(?:ae|a|ous)\b"),
+    _mention("subcutaneous_emphysema", r"\b(?:subcutaneous|soft tissue|surgical) (?:emphysema|air|gas)\b"),
+    _mention("pneumomediastinum", r"\bpneumomediastinum\b|\bmediastinal emphysema\b"),
+    _mention("fibrosis", r"\bfibro(?:sis|tic)\b"
+             r"|\binterstitial (?:lung disease|fibrosis|pneumonia|abnormalit(?:y|ies))\b"
+             r"|\b(?:coarse(?:ned)?|chronic) interstitial (?:markings|changes|opacities|prominence)\b|\bild\b"
+             r"|\bhoneycomb\w*|\b(?<!pleural )(?<!parenchymal )scar(?:s|ring)?\b"),
+    _mention("bronchiectasis", r"\bbronchiectas(?:is|es)\b|\bbronchiectatic\b"),
+    _mention("granuloma", r"\bgranulom(?:a|as|ata|atous)\b"),
+    _mention("calcification", r"\bcalcifi(?:c|ed|cation|cations)\b|\batherosclero(?:sis|tic)\b"),
+    _mention("hilar_enlargement", r"\bhilar (?:enlargement|prominence|fullness|masses)\b"
+             r"|\b(?:lymph)?adenopath(?:y|ies)\b|\benlarged (?:hilar|mediastinal) (?:lymph )?nodes\b"),
+    _mention("hilar_enlargement", r"\bhil(?:a|um)\b|\bhilar (?:contours?|silhouettes?|(?:lymph )?nodes|structures)\b"
+             r"|(?<=mediastinal and )hilar\b|(?<=cardiomediastinal and )hilar\b", qualifier=_ENLARGED,
+             stable=False),
+    _mention("hernia", r"\bhernias?\b|\bherniation\b"),
+    _mention("elevated_hemidiaphragm", r"\bhemi-?diaphragms?\b|\bdiaphragms?\b",
+             qualifier=r"\belevat\w*|\beventration\b", stable=False),
+    _mention("elevated_hemidiaphragm", r"\beventration\b"),
+    _mention("scoliosis", r"\b(?:dextro|levo|kypho)?scolio(?:sis|tic)\b|\b(?:dextro|levo)convex\b"),
+    _mention("kyphosis", r"\bkypho(?:sis|tic|scoliosis)\b"),
+    _mention("degenerative_change", r"\bdegenerat(?:ive|ion)\b|\bspondylo(?:sis|tic)\b|\bosteophyt\w*"
+             r"|\b(?:osteo)?arthritis\b|\barthropathy\b|\bdjd\b"),
+    _mention("tortuous_aorta", r"\btortu(?:ous|osity)\b(?=[\w\s]{0,30}\baort)|\baortic (?:tortuosity|ectasia)\b"),
+    _mention("tortuous_aorta", r"\baort(?:a|ic arch|ic knob|ic contour|ic knuckle)\b", qualifier=r"\btortu\w*"
+             r"|\bunfold\w*|\bectatic\b|\bectasia\b|\bdilat\w*|\benlarg\w*|\bprominen\w*|\bwiden\w*|\belongat\w*",
+             stable=False),
+    _mention("hemorrhage", r"\b(?:hemorrhag\w*|haemorrhag\w*|hematomas?|haematomas?|bleed)\b"),
+    _mention("infarct", r"\binfarct(?:s|ion)?\b|\bstroke\b"),
+    _mention("hydrocephalus", r"\bhydrocephalus\b"),
+    _mention("metastasis", r"\bmetasta(?:sis|ses|tic)\b"),
     _mention("tumor", _MASS, domain="brain"),
     _mention("tumor", r"\bglio(?:mas?|blastomas?)\b|\bgbm\b"),
     _mention("tumor", r"\b(?:enhancing|intra-axial|space-occupying|mass) lesions?\b", domain="brain"),
@@ -181,7 +258,9 @@ _STABLE = re.compile(r"\b(?:stable|unchanged|similar)\b")
 _BRAIN_CONTEXT = re.compile(
     r"\b(?:intracranial|cerebral|cerebellar|brain|frontal|parietal|temporal|occipital|hemispher\w*|ventricles"
     r"|lateral ventricle|ventricular system|sulci|white matter|gr[ae]y matter|flair|midline shift|mass effect"
-    r"|extra-axial|intra-axial|glio\w*|periventricular|vasogenic|supratentorial|infratentorial|falx)\b"
+    r"|extra-axial|intra-axial|glio\w*|periventricular|vasogenic|supratentorial|infratentorial|falx|gray-white"
+    r"|basal ganglia|thalam\w*|pons|subdural|epidural|subarachnoid|intraparenchymal|intracerebral|convexity"
+    r"|sylvian|mca|calvari\w*|encephalomalacia)\b"
 )
 _CHEST_CONTEXT = re.compile(
     r"\b(?:lungs?|pulmonary|pleura\w*|hemithorax|thorax|thoracic|chest|cardiac|heart|cardiomediastinal"
@@ -237,30 +316,36 @@ def _cue(polarity: str, pattern: str, ahead: int = _NO_REACH, behind: int = _NO_
 _COPULA = r"\b(?:is|are|was|were|has been|have been|appears?|appear to be|remains?)\s+(?:(?:now|otherwise|again)\s+)?"
 _CUES = (  # in priority order: a cue overlapping an earlier one is dropped
     _cue("pseudo", r"\bno (?:significant |interval |further )?(?:change|increase|decrease)\b|\bnot only\b"
-         r"|\bwithout (?:significant |interval )?change\b|\bgram[- ]negative\b"),
+         r"|\bwithout (?:significant |interval )?change\b|\bgram[- ]negative\b|\bto (?:suggest|indicate|explain)\b"),
     _cue("negunc", r"\b(?:can ?not|can't|could not|not possible to|difficult to|unable to) (?:exclude|rule out)\b"
          r"|\bno new\b|\bno evidence to (?:exclude|rule out)\b", ahead=_CLAUSE),
-    _cue("negunc", r"\b(?:(?:can ?not|can't|could not) be|(?:is|are|was|were) not|not) (?:excluded|ruled out)\b",
-         behind=4),
+    _cue("negunc", r"\b(?:(?:can ?not|can't|could not) be|(?:is|are|was|were) not|not) (?:entirely |completely "
+         r"|fully |definitely )?(?:excluded|ruled out)\b", behind=4),
+    _cue("neg", r"^(?:interval(?:ly)? )?resolved\b", ahead=_CLAUSE),
+    _cue("unc", r"\bborderline\b|\bunlikely\b|\bless likely\b", ahead=_CLAUSE, behind=4),
     _cue("neg", _COPULA + r"(?:normal(?: in (?:size|caliber|configuration|size and configuration))?|unremarkable"
          r"|within normal limits|sharp|clear\b(?! of)|appropriate for (?:the patient's )?age"
          r"|not (?:enlarged|dilated|widened))\b", behind=4),
     _cue("neg", r"\b(?:(?:is|are|was|were|has been|have been)\s+)?(?:not (?:seen|identified|present|visualized"
-         r"|demonstrated|appreciated|evident)|no longer (?:seen|visualized|present|identified)|absent|removed)\b"
+         r"|demonstrated|appreciated|evident)|no longer (?:seen|visualized|present|identified|evident|elevated"
+         r"|enlarged|widened|dilated|prominent)|absent|removed|(?:at )?(?:the )?upper limits? of normal"
+         r"|(?:top|high|upper)[- ]normal)\b"
          r"|\b(?:(?:has|have)(?: since)? )?(?:resolved|cleared)\b", behind=4),
     _cue("unc", r"\b(?:is|are|was|were) (?:possible|suspected|questioned|not well (?:seen|visualized|evaluated))\b"
          r"|\b(?:could|may|might) be present\b", behind=4),
     _cue("neg", r"\bno\b|\bnot\b|\bwithout\b|\bnegative for\b|\bfree of\b|\bclear of\b|\babsence of\b"
-         r"|\bresolution of\b|\bremoval of\b|\brather than\b|\bnor\b", ahead=_CLAUSE),
+         r"|\bresolution of\b|\bremoval of\b|\brather than\b|\bneither\b|\bnor\b", ahead=_CLAUSE),
     _cue("neg", r"\bnormal\b|\bunremarkable\b|\bwithin normal limits\b", ahead=5, behind=3),
     _cue("unc", r"\bpossibl[ey]\b|\bprobabl[ey]\b|\bpresumabl[ey]\b|\bpresumed\b|\bquestionabl[ey]\b"
          r"|\bquestion of\b|\bsuspect(?:ed)?\b|\bsuspicio(?:us|n) (?:for|of)\b|\bconcern(?:ing)? for\b"
          r"|\bworrisome for\b|\bsuggestive of\b|\bsuggest(?:s|ing)?\b|\bsuggestion of\b|\bmay\b|\bmight\b"
-         r"|\bcould\b|\bequivocal\b|\bborderline\b|\bdifferential (?:diagnosis |considerations? )?includes?\b",
+         r"|\bcould\b|\bwould\b|\bequivocal\b|\bpossibility\b|\bfavou?r(?:s|ed)?\b"
+         r"|\bdifferential (?:diagnosis |considerations? )?includes?\b",
          ahead=_CLAUSE),
     _cue("alt", r"\bor\b|\bversus\b|\bvs\b\.?|\band/or\b", ahead=3, behind=3),
     _cue("stop", r"\b(?:but|however|although|though|except|apart from|aside from|other than|whereas|while|yet"
-         r"|with|there (?:is|are|was|were|has been|have been))\b|[;:]"),
+         r"|with|there (?:is|are|was|were|has been|have been)|and (?=(?:the|a|an|this|these|it)\b))\b|[;:]"
+         r"|,(?= (?:the|there|this|these|it)\b)"),
 )
 _SINGULAR = re.compile(r"(?:is|was|has|appears|remains)\b")
 _COORDINATION = re.compile(r"^\s*$|^\s*(?:,|,?\s*(?:and|or|nor|and/or|as well as))\s+(?:[\w-]+\s+){0,3}$")
@@ -333,7 +418,7 @@ def _classify(sentence: _Sentence, hit: _Hit) -> int | None:
     if hit.rule.qualifier is not None:
         clause = sentence.clause(hit)
         if not hit.rule.qualifier.search(clause):
-            return UNCERTAIN if _STABLE.search(clause) else None
+            return UNCERTAIN if hit.rule.stable and _STABLE.search(clause) else None
     return UNCERTAIN if hit.rule.hedged else POSITIVE
 
 
@@ -412,8 +497,7 @@ class _Mention:
 def mention_values(text: str) -> dict[str, list[int]]:
     """The value of every mention, per concept, in report order, before aggregation (to inspect the labeler).
 
-    Concepts are the phantom labels plus ``opacity``, ``edema``, ``pneumonia``, ``enlarged_cardiomediastinum``,
-    ``pleural_other``, ``fracture`` and ``other_finding`` (abnormalities outside CheXpert's categories).
+    Concepts are those of ``CONCEPTS``; a concept that is never mentioned is absent.
     """
     collected: dict[str, list[int]] = {}
     for mention in _mentions(text):

@@ -55,7 +55,8 @@ def main() -> None:
         print(tables[-1], flush=True)
     body = "\n".join(tables) + (
         f"\nModel: {model.info.get('model_id')} (sha256 of its index {model.info.get('model_sha256', '')[:12]}), "
-        f"split {args.split}, DDIM {args.steps} steps, eta 1, guidance 2, seeds 0..{args.seeds - 1}; "
+        f"split {args.split}, DDIM {args.steps} steps, eta 1, guidance: each flow's default (2; 7 on X-ray <-> report "
+        f"hops of the report round), seeds 0..{args.seeds - 1}; "
         f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; {', '.join(timings)}. "
         "Pages with sample grids, error maps and per-case plots: `OUT/<task>/index.html`."
     )

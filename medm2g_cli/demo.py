@@ -14,7 +14,7 @@ def demo(
     out: Path = typer.Option(Path("medm2g-demo"), "--out", "-o", help="Folder for the outputs and index.html."),
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
-    guidance: float = GUIDANCE_OPTION,
+    guidance: float | None = GUIDANCE_OPTION,
     seed: int = typer.Option(0, "--seed", help="Random seed of the generation."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing --out."),
 ) -> None:

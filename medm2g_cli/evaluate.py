@@ -71,7 +71,7 @@ def evaluate_command(
     cases: int | None = typer.Option(None, "--cases", help="At most this many cases."),
     seeds: int = typer.Option(3, "--seeds", help="Runs with seeds 0..N-1; tables show mean +/- std over them."),
     steps: int = STEPS_OPTION,
-    guidance: float = GUIDANCE_OPTION,
+    guidance: float | None = GUIDANCE_OPTION,
     sources: str = typer.Option("T2,FLAIR", "--sources", help="mri-synthesis: the source contrasts."),
     target: str = typer.Option("T1", "--target", help="mri-synthesis: the target contrast."),
     baseline_steps: int = typer.Option(600, "--baseline-steps", help="Training steps of the supervised UNet "

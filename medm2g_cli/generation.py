@@ -13,7 +13,7 @@ from medm2g_cli import console
 from medm2g_core.atomic import check_folder_writable
 from medm2g_core.devices import resolve_device
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import DRR_STRENGTH, REPORT_REDRAWS, SCHEDULER_NAMES
+from medm2g_core.vocabulary import DRR_STRENGTH, PAPER_GUIDANCE, REPORT_GUIDANCE, REPORT_REDRAWS, SCHEDULER_NAMES
 
 if TYPE_CHECKING:  # the engine is imported when a command runs, so `--help` starts without torch
     from medm2g_core.apps.translate import TranslateJob
@@ -24,18 +24,19 @@ MODEL_HELP = ("A MedM2G model: a local folder, a name from `medm2g weights impor
               "(from the Hugging Face cache; `medm2g weights download` fetches it). Default: the embedded model.")
 STEPS_HELP = "Denoising steps (the paper: 50)."
 ETA_HELP = "DDIM eta: 1 as stochastic as DDPM (the paper), 0 deterministic given the seed's start noise."
-GUIDANCE_HELP = "Classifier-free guidance scale (the paper: 2.0; 1 = none)."
+GUIDANCE_HELP = (f"Classifier-free guidance scale (1 = none); default: the paper's {PAPER_GUIDANCE:.1f}, and "
+                 f"{REPORT_GUIDANCE:.1f} on X-ray <-> report hops through the report round's guided denoisers.")
 SCHEDULER_HELP = f"Sampler: {', '.join(SCHEDULER_NAMES)} (diffusers schedulers on the model's noise schedule)."
 SEED_HELP = "Random seed: the same seed and inputs give the same output."
 # Options every generating command shares (typer reads these objects as defaults; one definition, one help text).
 MODEL_OPTION = typer.Option(None, "--model", help=MODEL_HELP)
 STEPS_OPTION = typer.Option(50, "--steps", help=STEPS_HELP)
 ETA_OPTION = typer.Option(1.0, "--eta", help=ETA_HELP)
-GUIDANCE_OPTION = typer.Option(2.0, "--guidance", help=GUIDANCE_HELP)
+GUIDANCE_OPTION = typer.Option(None, "--guidance", help=GUIDANCE_HELP)
 SCHEDULER_OPTION = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP)
 
 
-def sampling_config(steps: int, eta: float, guidance: float, scheduler: str) -> SamplingConfig:
+def sampling_config(steps: int, eta: float, guidance: float | None, scheduler: str) -> SamplingConfig:
     from medm2g_core.models.sampler import SamplingConfig
 
     return SamplingConfig(steps=steps, eta=eta, guidance=guidance, scheduler=scheduler)
@@ -79,7 +80,7 @@ def translate(
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
     eta: float = ETA_OPTION,
-    guidance: float = GUIDANCE_OPTION,
+    guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     batch_size: int = typer.Option(32, "--batch-size", help="Slices denoised at once."),
@@ -165,7 +166,7 @@ def report(
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
     eta: float = ETA_OPTION,
-    guidance: float = GUIDANCE_OPTION,
+    guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     beams: int = typer.Option(1, "--beams", help="Beam search width of the text decoder (1: greedy)."),
@@ -224,7 +225,7 @@ def generate(
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
     eta: float = ETA_OPTION,
-    guidance: float = GUIDANCE_OPTION,
+    guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing --out."),

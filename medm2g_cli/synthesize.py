@@ -32,7 +32,7 @@ def synthesize_dataset(
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
     eta: float = ETA_OPTION,
-    guidance: float = GUIDANCE_OPTION,
+    guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help="Base seed: case i uses seed*100003+i, so any case can be remade."),
     resume: bool = typer.Option(False, "--resume", help="Keep the finished cases of an interrupted run."),

@@ -56,6 +56,11 @@ EVAL_TASKS = ("mri-to-ct", "mri-synthesis", "report", "text-to-image", "xray-gen
 MODEL_INDEX = "model_index.json"
 CACHE_INDEX = "cache.json"
 
+# Classifier-free guidance: the paper's scale, and the scale of the report round's guided copies (X-ray -> report,
+# report -> X-ray), chosen from benchmarks/report_round.py (BENCHMARKS.md). The CLI shows both in its help.
+PAPER_GUIDANCE = 2.0
+REPORT_GUIDANCE = 7.0
+
 # CT volume -> X-ray: the share of the denoising schedule the X-ray denoiser redraws the CT's projection (DRR)
 # over; chosen from benchmarks/ct_to_xray.py (BENCHMARKS.md). A default the CLI shows, hence defined here.
 DRR_STRENGTH = 0.3

@@ -234,14 +234,15 @@ def test_eq6_is_eq2_when_the_guide_is_removed(world, crossed):
 
 
 def test_report_round_trains_only_its_guided_copies_and_the_real_guide_wins(world, crossed, cli, tmp_path):
-    """`train cross --round report` adds guided_text and guided_xray and leaves every other component bit-identical;
-    after a short round, held-out reports are denoised better with their own film than with another case's."""
+    """`train cross --round report` adds guided copies of the text and X-ray denoisers and of V_text and V_xray,
+    trains every weight of them, and leaves every other component bit-identical."""
     result = cli("--quiet", "train", "cross", "--round", "report", "--recipe", "micro", "--data",
                  str(world / "cache"), "--model", str(crossed / "model"), "--out", str(tmp_path / "run"), "--steps",
                  "150")
     assert result.exit_code == 0, result.stderr
     before, after = MedM2G.from_pretrained(crossed / "model"), MedM2G.from_pretrained(tmp_path / "run" / "model")
-    assert set(after.components) - set(before.components) == {"guided_text", "guided_xray"}
+    assert set(after.components) - set(before.components) == {"guided_text", "guided_xray", "guided_context_text",
+                                                                "guided_context_xray"}
     for component in before.components:
         if component != "scheduler":
             old, new = state(before, component), state(after, component)

@@ -8,12 +8,13 @@ from medm2g_core.errors import InputError
 from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
 from medm2g_core.metrics.image_metrics import ssim
+from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SCHEDULERS, SamplingConfig, Stream, sample
 from medm2g_core.phantoms.world import PhantomConfig, make_case
 from medm2g_core.sampling.generate import GenerateOptions, generate_images, generate_reports
 from medm2g_core.sampling.guides import guide_context, image_guide, text_guide
 from medm2g_core.sampling.report import HEADER, ReportOptions, anatomy_of, problems_of, write_report
-from medm2g_core.sampling.routes import route
+from medm2g_core.sampling.routes import hop_denoiser, route
 from medm2g_core.sampling.slices import cut, uncut
 from medm2g_core.sampling.translate import (
     TranslateOptions,
@@ -22,6 +23,7 @@ from medm2g_core.sampling.translate import (
     plain_drr,
     translate_volume,
 )
+from medm2g_core.vocabulary import PAPER_GUIDANCE, REPORT_GUIDANCE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = SamplingConfig(steps=3)
@@ -68,6 +70,18 @@ def test_guidance_in_one_batched_forward_equals_two_forwards(model):
         conditioned = denoiser(latents, t.expand(3), context=context)
         null = denoiser(latents, t.expand(3), context=None)
     torch.testing.assert_close(guided, null + 2.5 * (conditioned - null), atol=1e-4, rtol=1e-4)
+
+
+def test_x_ray_and_report_hops_take_the_report_rounds_copies_at_their_own_guidance(model):
+    assert hop_denoiser(model, "xray", "text") == ("guided_text", "guided_context_xray")
+    assert hop_denoiser(model, "text", "xray") == ("guided_xray", "guided_context_text")
+    assert hop_denoiser(model, "ct", "text") == ("denoiser_text", "context_encoder_ct")  # the paper's text-CT round
+    paper_only = MedM2G({k: v for k, v in model.components.items() if not k.startswith("guided_")}, model.info)
+    assert hop_denoiser(paper_only, "xray", "text") == ("denoiser_text", "context_encoder_xray")
+    guided = Stream(model["guided_text"], (1, 768), lambda t, z: None, guidance=REPORT_GUIDANCE)
+    plain = Stream(model["denoiser_text"], (1, 768), lambda t, z: None)
+    assert guided.scale(SamplingConfig()) == REPORT_GUIDANCE and plain.scale(SamplingConfig()) == PAPER_GUIDANCE
+    assert guided.scale(SamplingConfig(guidance=3.0)) == plain.scale(SamplingConfig(guidance=3.0)) == 3.0
 
 
 def test_slices_go_back_onto_an_oblique_lps_grid_exactly():

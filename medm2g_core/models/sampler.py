@@ -2,7 +2,9 @@
 
 User commands, evaluation and the training stages' previews all sample through :func:`sample`, so a preview
 shows what a user would get from the same weights. The paper samples with DDIM, 50 steps, eta 1.0 and guidance
-scale 2.0 (:class:`SamplingConfig`'s defaults); the diffusers schedulers in :data:`SCHEDULERS` are options, each
+scale 2.0 (:class:`SamplingConfig`'s defaults). A guidance scale left unset (None) is the flow's own: a stream may
+carry the scale its denoiser was tuned at (the report round's copies: ``REPORT_GUIDANCE``), else the paper's 2.0
+(``PAPER_GUIDANCE``). The diffusers schedulers in :data:`SCHEDULERS` are options, each
 built from the model's training noise schedule (:mod:`medm2g_core.models.schedule`). Guidance takes one batched
 forward per stream and step: the conditioned and the null context are stacked into a batch of 2B, and
 ``eps = eps_null + w (eps_cond - eps_null)``. With ``w = 1`` only the conditioned half runs.
@@ -30,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import SCHEDULER_NAMES
+from medm2g_core.vocabulary import PAPER_GUIDANCE, SCHEDULER_NAMES
 
 SCHEDULERS: dict[str, type[SchedulerMixin]] = dict(zip(
     SCHEDULER_NAMES, (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler), strict=True))
@@ -41,7 +43,7 @@ STOCHASTIC = ("ddim",)  # schedulers whose step takes DDIM's eta
 class SamplingConfig:
     steps: int = 50
     eta: float = 1.0  # DDIM only: 0 deterministic, 1 as stochastic as DDPM (the paper's)
-    guidance: float = 2.0  # classifier-free guidance scale w; 1 = no guidance
+    guidance: float | None = None  # classifier-free guidance scale w; 1 = no guidance; None: the flow's default
     scheduler: str = "ddim"
 
     def __post_init__(self) -> None:
@@ -52,7 +54,7 @@ class SamplingConfig:
             raise InputError(f"denoising steps must be within 1-1000; got {self.steps}", option="steps")
         if not 0.0 <= self.eta <= 1.0:
             raise InputError(f"eta (DDIM noise) must be within 0-1; got {self.eta}", option="eta")
-        if self.guidance < 0:
+        if self.guidance is not None and self.guidance < 0:
             raise InputError(f"guidance scale must be >= 0; got {self.guidance}", option="guidance")
 
 
@@ -85,6 +87,13 @@ class Stream:
     context: ContextFn  # (t, current latents by stream name) -> [B, L, D]
     contrast: torch.Tensor | None = None  # [B] MRI contrast labels
     spatial: torch.Tensor | None = None  # [B, S, h, w] the spatial guide (zeros in the unconditional half)
+    guidance: float | None = None  # the scale when the sampling config leaves it unset (None: PAPER_GUIDANCE)
+
+    def scale(self, config: SamplingConfig) -> float:
+        """The guidance scale this stream samples at under ``config``."""
+        if config.guidance is not None:
+            return config.guidance
+        return PAPER_GUIDANCE if self.guidance is None else self.guidance
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, guidance: float) -> torch.Tensor:
         """The guided model output for ``latents`` [B, ...] at timestep ``t``: one forward of 2B (or B at w = 1)."""
@@ -147,7 +156,7 @@ def sample(
         for name, stream in streams.items():
             scheduler = schedulers[name]
             model_input = scheduler.scale_model_input(latents[name], t)
-            output = stream.predict(model_input, t, contexts[name], config.guidance)
+            output = stream.predict(model_input, t, contexts[name], stream.scale(config))
             latents[name] = scheduler.step(output, t, latents[name], generator=generator, **step_kwargs).prev_sample
         if progress:
             progress(number + 1, len(timesteps))

@@ -76,12 +76,14 @@ def text_guide(model: MedM2G, reports: list[str]) -> Guide:
 @torch.inference_mode()
 def guide_context(
     model: MedM2G, modality: str, latent: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor | int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, encoder_name: str | None = None,
 ) -> torch.Tensor:
     """V_B's context [N, L, D]. ``latent`` is clean when ``generator`` is given (it is noised to ``t`` here, as in
-    training) and already at ``t`` otherwise (joint generation)."""
-    require(model, f"context_encoder_{modality}")
-    encoder = model[f"context_encoder_{modality}"]
+    training) and already at ``t`` otherwise (joint generation). ``encoder_name``: another context encoder of B than
+    ``context_encoder_<B>`` (the report round's ``guided_context_<B>``)."""
+    encoder_name = encoder_name or f"context_encoder_{modality}"
+    require(model, encoder_name)
+    encoder = model[encoder_name]
     if encoder.config.adaptation == "embedding" and prompt.shape[-1] == 0:
         require(model, f"prompt_encoder_{modality}")
     t = torch.as_tensor(t, device=latent.device).reshape(-1).expand(len(latent))

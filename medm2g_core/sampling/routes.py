@@ -11,8 +11,9 @@ Image-to-image flows between CT and MRI take the spatial path instead when the m
 ``spatial_mri`` from the spatial round): one hop straight to the target, whatever the sources (MRI -> CT,
 CT -> MRI, any subset of contrasts -> another contrast), the sources' latents at the denoiser's input and V_B of
 the first source in its cross-attention (:func:`spatial_hop`). A hop between text and X-ray takes the report
-round's guided copy (``guided_text``, ``guided_xray``: the guide also pooled into the timestep embedding) when the
-model has it (:func:`hop_denoiser`).
+round's guided copy (``guided_text``, ``guided_xray``: the guide also pooled into the timestep embedding), read
+through the round's context encoder copy (``guided_context_xray``, ``guided_context_text``), when the model has
+them (:func:`hop_denoiser`).
 """
 
 from collections import deque
@@ -34,7 +35,7 @@ from medm2g_core.sampling.guides import (
     require,
     text_guide,
 )
-from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS
+from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS, REPORT_GUIDANCE
 
 EDGES = tuple(tuple(kind.split("-")) for kind in CROSS_ROUNDS)  # each round's pair, trained both ways
 
@@ -67,10 +68,13 @@ def latent_shape(model: MedM2G, modality: str, batch: int) -> tuple[int, ...]:
     return (batch, denoiser.config.in_channels, side, side)
 
 
-def hop_denoiser(model: MedM2G, source: str, target: str) -> str:
-    """The denoiser of one hop: the report round's guided copy between text and X-ray when the model has it."""
-    guided = f"guided_{target}"
-    return guided if {source, target} == {"text", "xray"} and guided in model else f"denoiser_{target}"
+def hop_denoiser(model: MedM2G, source: str, target: str) -> tuple[str, str]:
+    """The denoiser and the guide's context encoder of one hop: the report round's copies between text and X-ray
+    when the model has them, else the paper's."""
+    guided = (f"guided_{target}", f"guided_context_{source}")
+    if {source, target} == {"text", "xray"} and all(name in model for name in guided):
+        return guided
+    return f"denoiser_{target}", f"context_encoder_{source}"
 
 
 @torch.inference_mode()
@@ -81,15 +85,16 @@ def hop(
 ) -> torch.Tensor:
     """The scaled latents [B, ...] of ``target`` guided by clean guides [(modality, Guide [B, ...])]; several guides
     (e.g. MRI contrasts) have their context tokens concatenated."""
-    name = hop_denoiser(model, guides[0][0], target)
-    require(model, name, "scheduler", *(f"context_encoder_{m}" for m, _ in guides))
+    name, encoder = hop_denoiser(model, guides[0][0], target)  # every guide of a hop is of one modality
+    require(model, name, "scheduler", encoder)
     denoiser = model[name]
     device = denoiser.device
     batch = len(generators)
-    context = torch.cat([guide_context(model, m, g.latent.to(device), g.prompt.to(device), 0, generators)
+    context = torch.cat([guide_context(model, m, g.latent.to(device), g.prompt.to(device), 0, generators, encoder)
                          for m, g in guides], dim=1)  # [B, sum L, D]
     stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context,
-                    None if contrast is None else contrast.to(device))
+                    None if contrast is None else contrast.to(device),
+                    guidance=REPORT_GUIDANCE if name.startswith("guided_") else None)
     return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
 
 

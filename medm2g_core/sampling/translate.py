@@ -218,7 +218,7 @@ def provenance(model: MedM2G, sampling: SamplingConfig, seed: int) -> dict[str, 
     """What a synthetic image's header says made it."""
     return {"model": str(model.info.get("model_id", "medm2g")), "model_version": f"medm2g {medm2g_core.__version__}",
             "seed": str(seed), "sampler": f"{sampling.scheduler} {sampling.steps} steps eta {sampling.eta:g} "
-            f"guidance {sampling.guidance:g}"}
+            f"guidance {'default' if sampling.guidance is None else format(sampling.guidance, 'g')}"}
 
 
 def _meta(first: Volume, description: str, body_part: str | None) -> SourceMeta:

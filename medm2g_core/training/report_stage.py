@@ -5,14 +5,15 @@ The paper's text-X-ray round trains only the context encoders and the cross-atte
 on the phantom world that is not enough: reports hardly depend on the film and report -> X-ray films hardly on the
 report (BENCHMARKS.md, "Guide effect"). This round trains ``guided_text`` and ``guided_xray``: copies of the text
 and X-ray denoisers with a *global path* (the guide's context tokens pooled into one vector added to the timestep
-embedding, so the guide modulates every block; :func:`~medm2g_core.models.text_denoiser.with_global_path`), every
-weight of the copies trainable. They start as the denoisers they come from (the global path's output is zero). The
-context encoders V_text and V_xray of the text-X-ray round read the guides, frozen, as translation reads them: clean
-(t_B = 0). The paper's components stay unchanged, bit for bit, so joint generation and Table 7 are what the
-multi-flow rounds made them. With probability ``cond_dropout`` a sample's context is the null context (pooled as
-well): the unconditional half of classifier-free guidance.
+embedding, so the guide modulates every block; :func:`~medm2g_core.models.text_denoiser.with_global_path`), and
+``guided_context_xray`` and ``guided_context_text``: copies of the context encoders V_xray and V_text that read the
+guides for them, clean (t_B = 0) as translation reads them. Every weight of the four copies trains; they start as
+the components they come from (the global path's output is zero). The paper's components stay unchanged, bit for
+bit, so joint generation and Table 7 are what the multi-flow rounds made them. With probability ``cond_dropout`` a
+sample's context is the null context (pooled as well): the unconditional half of classifier-free guidance.
 """
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def required_components() -> tuple[str, ...]:
 
 
 class ReportStage(CrossStage):
-    """Trains ``guided_text`` (guided by V_xray of the film) and ``guided_xray`` (by V_text of the report)."""
+    """Trains ``guided_text`` (guided by ``guided_context_xray`` of the film), ``guided_xray`` (by
+    ``guided_context_text`` of the report) and those two context encoders."""
 
     def __init__(self, cache: Cache, model: MedM2G, config: ReportRecipe, diffusion: DiffusionConfig,
                  seed: int = 0) -> None:
@@ -57,23 +59,30 @@ class ReportStage(CrossStage):
         copies = {"text": text_with_global_path, "xray": image_with_global_path}
         self.denoisers = {m: model[f"guided_{m}"] if f"guided_{m}" in model else copies[m](model[f"denoiser_{m}"])
                           for m in SIDES}
-        for denoiser in self.denoisers.values():
-            denoiser.requires_grad_(True)
+        self.context = {m: model[f"guided_context_{m}"] if f"guided_context_{m}" in model
+                        else copy.deepcopy(model[f"context_encoder_{m}"]) for m in SIDES}
+        for module in (*self.denoisers.values(), *self.context.values()):
+            module.requires_grad_(True)
 
     def modules(self) -> dict[str, nn.Module]:
-        frozen = {name: module for name, module in super().modules().items() if not name.startswith("denoiser_")}
+        frozen = {name: module for name, module in super().modules().items()
+                  if not name.startswith(("denoiser_", "context_encoder_"))}
         return {**frozen, **self.ema_modules()}
 
     def trainable(self) -> list[nn.Parameter]:
-        return [p for denoiser in self.denoisers.values() for p in denoiser.parameters()]
+        """Every weight of the copies (F_emb of an inversion-mode encoder only initialised f_B: it stays)."""
+        context = [p for encoder in self.context.values() for name, p in encoder.named_parameters()
+                   if not (encoder.config.adaptation == "inversion" and name.startswith("f_emb."))]
+        return [p for denoiser in self.denoisers.values() for p in denoiser.parameters()] + context
 
     def ema_modules(self) -> dict[str, nn.Module]:
-        return {f"guided_{m}": d for m, d in self.denoisers.items()}
+        return {**{f"guided_{m}": d for m, d in self.denoisers.items()},
+                **{f"guided_context_{m}": v for m, v in self.context.items()}}
 
     def directions(self) -> list[tuple[str, str]]:
         return [("text", "xray"), ("xray", "text")]
 
     def export(self, folder: Path) -> None:
-        for modality, denoiser in self.denoisers.items():
-            export_component(denoiser, Path(folder) / f"guided_{modality}")
+        for name, module in self.ema_modules().items():
+            export_component(module, Path(folder) / name)
 

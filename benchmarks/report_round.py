@@ -8,6 +8,8 @@ films of a phantom world:
   agreement between the reports of a film and of another case's film (lower: the film matters);
 * report -> X-ray (``medm2g generate``) on chest reports with an effusion label: the effusion judge's AUC (a
   logistic regression trained on the real training films, as ``evaluate text-to-image`` does);
+* report -> CT, alone and jointly with MRI, on the reports of the chest and skull films: the share of CT slices of
+  the report's anatomy (nearer the mean training CT slice of the chest than of the head, or the reverse);
 * the rows that bound them: the nearest training report in the aligned space, and the text VAE's reconstruction of
   the true report (encode, decode: how much of a report its text VAE keeps; sampled latents can score higher).
 
@@ -39,6 +41,7 @@ from medm2g_core.hub import load_model
 from medm2g_core.io.load import read_volume
 from medm2g_core.metrics.text_metrics import finding_scores
 from medm2g_core.models.sampler import SamplingConfig
+from medm2g_core.sampling.generate import GenerateOptions, generate_images
 from medm2g_core.sampling.guides import decode_reports, text_guide
 from medm2g_core.sampling.report import ReportOptions, write_report
 
@@ -52,6 +55,27 @@ def agreement(a: str, b: str) -> float:
 
 def reports_of(model, films, sampling: SamplingConfig) -> list[str]:
     return [write_report(model, film, ReportOptions(sampling, 0))[0].text for film in films]
+
+
+def anatomy_judge(cache: Cache):
+    """Chest or brain for CT slices [N, R, R]: the nearer of the two mean training CT slices."""
+    stream = cache.stream("train", "ct")
+    sources = np.array([cache.index["cases"][c]["source"] for c in stream["case"]])
+    means = {a: stream["images"][sources == f"phantom-{a}"].mean(0) for a in ("chest", "brain")}
+
+    def judge(slices: np.ndarray) -> list[str]:
+        return [min(means, key=lambda a: float(np.mean((s - means[a]) ** 2))) for s in slices]
+
+    return judge
+
+
+def ct_anatomy(model, reports: list[str], anatomies: list[str], judge, sampling: SamplingConfig) -> dict[str, float]:
+    """The share of CT slices drawn from each report (alone, and jointly with MRI) of the report's anatomy."""
+    seeds = list(range(len(reports)))
+    alone = generate_images(model, reports, GenerateOptions(("ct",), sampling=sampling), seeds)["ct"]
+    joint = generate_images(model, reports, GenerateOptions(("ct", "mri"), sampling=sampling), seeds)["ct"]
+    return {name: float(np.mean([a == b for a, b in zip(judge(made), anatomies, strict=True)]))
+            for name, made in (("CT anatomy", alone), ("joint CT anatomy", joint))}
 
 
 def score_model(model, records, films, skull, effusion, judge, sampling: SamplingConfig) -> dict[str, float]:
@@ -74,7 +98,8 @@ def score_model(model, records, films, skull, effusion, judge, sampling: Samplin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="a phantom world folder (manifest.jsonl)")
-    parser.add_argument("--cache", type=Path, required=True, help="its cache (the judge trains on its train films)")
+    parser.add_argument("--cache", type=Path, required=True, help="its cache with X-ray and CT (the judges learn from "
+                        "its train split)")
     parser.add_argument("--models", nargs="+", default=["default"], help="NAME=PATH, or default")
     parser.add_argument("--split", default="test")
     parser.add_argument("--cases", type=int, default=24, help="chest films (and effusion-labelled reports)")
@@ -92,20 +117,24 @@ def main() -> None:
     effusion = [r for r in held if "pleural_effusion" in r.labels][:args.cases]
     films = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in chest]
     skull_films = [read_volume(manifest.image_path(r, "xray"), modality="XRAY") for r in skull]
-    judge = effusion_classifier(cache)
+    judge, anatomy = effusion_classifier(cache), anatomy_judge(cache)
     truth = [r.report for r in chest]
+    prompts = [r.report for r in chest + skull]
+    anatomies = ["chest"] * len(chest) + ["brain"] * len(skull)
     lines = ["| model | guidance | finding F1 micro | F1 macro | names the other anatomy | agreement with another "
-             "film's report | report -> X-ray effusion AUC |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "film's report | report -> X-ray effusion AUC | report -> CT of its anatomy | joint CT + MRI |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     bounds = []
     for spec in args.models:
         name, _, path = spec.partition("=")
         model = load_model(path or None, device="cpu")
         for scale in [float(s) for s in args.guidance.split(",")]:
-            row = score_model(model, chest, films, skull_films, effusion, judge,
-                              SamplingConfig(steps=args.steps, guidance=scale))
+            sampling = SamplingConfig(steps=args.steps, guidance=scale)
+            row = score_model(model, chest, films, skull_films, effusion, judge, sampling)
+            row |= ct_anatomy(model, prompts, anatomies, anatomy, sampling)
             lines.append(f"| {name} | {scale:g} | {row['f1_micro']:.3f} | {row['f1_macro']:.3f} | "
                          f"{row['other anatomy']:.2f} | {row['agreement']:.3f} | "
-                         f"{row['effusion AUC']:.3f} |")
+                         f"{row['effusion AUC']:.3f} | {row['CT anatomy']:.2f} | {row['joint CT anatomy']:.2f} |")
             print(lines[-1], flush=True)
         training = [c["report"] for c in cache.index["cases"] if c["split"] == "train" and c.get("report")]
         nearest = nearest_report(model, np.stack([middle_slice(f, cache.resolution) for f in films]), training)

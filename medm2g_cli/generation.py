@@ -25,7 +25,7 @@ MODEL_HELP = ("A MedM2G model: a local folder, a name from `medm2g weights impor
 STEPS_HELP = "Denoising steps (the paper: 50)."
 ETA_HELP = "DDIM eta: 1 as stochastic as DDPM (the paper), 0 deterministic given the seed's start noise."
 GUIDANCE_HELP = (f"Classifier-free guidance scale (1 = none); default: the paper's {PAPER_GUIDANCE:.1f}, and "
-                 f"{REPORT_GUIDANCE:.1f} on X-ray <-> report hops through the report round's guided denoisers.")
+                 f"{REPORT_GUIDANCE:.1f} on the report round's guided hops (X-ray <-> report, report -> CT).")
 SCHEDULER_HELP = f"Sampler: {', '.join(SCHEDULER_NAMES)} (diffusers schedulers on the model's noise schedule)."
 SEED_HELP = "Random seed: the same seed and inputs give the same output."
 # Options every generating command shares (typer reads these objects as defaults; one definition, one help text).

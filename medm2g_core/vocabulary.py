@@ -57,7 +57,7 @@ MODEL_INDEX = "model_index.json"
 CACHE_INDEX = "cache.json"
 
 # Classifier-free guidance: the paper's scale, and the scale of the report round's guided copies (X-ray -> report,
-# report -> X-ray), chosen from benchmarks/report_round.py (BENCHMARKS.md). The CLI shows both in its help.
+# report -> X-ray, report -> CT), chosen from benchmarks/report_round.py (BENCHMARKS.md). The CLI shows both.
 PAPER_GUIDANCE = 2.0
 REPORT_GUIDANCE = 7.0
 

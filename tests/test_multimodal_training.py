@@ -234,15 +234,15 @@ def test_eq6_is_eq2_when_the_guide_is_removed(world, crossed):
 
 
 def test_report_round_trains_only_its_guided_copies_and_the_real_guide_wins(world, crossed, cli, tmp_path):
-    """`train cross --round report` adds guided copies of the text and X-ray denoisers and of V_text and V_xray,
+    """`train cross --round report` adds guided copies of the text, X-ray and CT denoisers and of V_text and V_xray,
     trains every weight of them, and leaves every other component bit-identical."""
     result = cli("--quiet", "train", "cross", "--round", "report", "--recipe", "micro", "--data",
                  str(world / "cache"), "--model", str(crossed / "model"), "--out", str(tmp_path / "run"), "--steps",
                  "150")
     assert result.exit_code == 0, result.stderr
     before, after = MedM2G.from_pretrained(crossed / "model"), MedM2G.from_pretrained(tmp_path / "run" / "model")
-    assert set(after.components) - set(before.components) == {"guided_text", "guided_xray", "guided_context_text",
-                                                                "guided_context_xray"}
+    assert set(after.components) - set(before.components) == {"guided_text", "guided_xray", "guided_ct",
+                                                                "guided_context_text", "guided_context_xray"}
     for component in before.components:
         if component != "scheduler":
             old, new = state(before, component), state(after, component)
@@ -251,7 +251,7 @@ def test_report_round_trains_only_its_guided_copies_and_the_real_guide_wins(worl
     assert after.info["stage:cross-report"]["report"] is True
     losses = [row["loss"] for row in metrics(tmp_path / "run")]
     assert np.mean(losses[-20:]) < np.mean(losses[:20])
-    for modality in ("text", "xray"):  # every weight of the copies trains, the global path included
+    for modality in ("text", "xray", "ct"):  # every weight of the copies trains, the global path included
         old, new = state(before, f"denoiser_{modality}"), state(after, f"guided_{modality}")
         assert all(not torch.equal(old[k], new[k]) for k in old if k.endswith("attn1.to_q.weight"))
         pooled = [k for k in new if k not in old]
@@ -259,14 +259,14 @@ def test_report_round_trains_only_its_guided_copies_and_the_real_guide_wins(worl
                               if k.endswith("norm2.weight"))
         assert any(new[k].abs().sum() > 0 for k in pooled if k.endswith("norm2.weight"))
     stage = ReportStage(Cache.open(world / "cache"), after, RECIPE.report, RECIPE.diffusion)
-    assert set(stage.guidance_gain("val", batches=1)) == {"text<-xray", "xray<-text"}
+    assert set(stage.guidance_gain("val", batches=1)) == {"text<-xray", "xray<-text", "ct<-text"}
 
 
 def test_the_report_round_refuses_a_model_without_the_text_xray_round(world, aligned, cli, tmp_path):
     result = cli("train", "cross", "--round", "report", "--recipe", "micro", "--data", str(world / "cache"),
                  "--model", str(aligned / "model"), "--out", str(tmp_path / "run"), "--steps", "2")
     assert result.exit_code == 2
-    assert "context_encoder_text" in result.stderr and "text-xray round" in result.stderr
+    assert "context_encoder_text" in result.stderr and "text-xray and text-ct rounds" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 

@@ -6,7 +6,9 @@ X-ray and CT, and the images guide each other through their context encoders at 
 (V_B reads z_t^B with t_B = t): CT reads MRI's current latent besides the text, MRI reads CT's. The adaptation
 tokens f_B of a modality still being generated come from the text's prompt embedding: central alignment put
 paired inputs of every modality at one point of the shared space, so the text's embedding stands in for the
-embedding of the image not yet drawn (docs/METHOD.md).
+embedding of the image not yet drawn (docs/METHOD.md). With the report round's copies (``guided_xray``,
+``guided_ct``), X-ray and CT are drawn by them from the report alone (what they were trained on) at their own
+guidance scale, and MRI still reads CT's current latent: CT follows the report, MRI follows CT.
 """
 
 from dataclasses import dataclass, field
@@ -27,9 +29,9 @@ from medm2g_core.sampling.guides import (
     require,
     text_guide,
 )
-from medm2g_core.sampling.routes import follow, latent_shape
+from medm2g_core.sampling.routes import follow, hop_denoiser, latent_shape
 from medm2g_core.sampling.translate import radiograph_affine
-from medm2g_core.vocabulary import IMAGE_MODALITIES, MRI_CONTRASTS, SEED_STRIDE
+from medm2g_core.vocabulary import IMAGE_MODALITIES, MRI_CONTRASTS, REPORT_GUIDANCE, SEED_STRIDE
 
 NOMINAL_FOV_MM = {"xray": 430.0, "ct": 256.0, "mri": 256.0}  # generated slices carry no patient geometry
 
@@ -85,14 +87,19 @@ def _joint(model: MedM2G, guide, options: GenerateOptions, seeds: list[int]) -> 
                          option="modality")
     device = model["image_vae"].device
     generators = case_generators(seeds)
-    text = guide_context(model, "text", guide.latent.to(device), guide.prompt.to(device), 0, generators)
     prompt = guide.prompt.to(device)
+    # In the modalities' order, not the set's: each context draws its guide noise from the generators in turn.
+    names = {m: hop_denoiser(model, "text", m) if m != "mri" else ("denoiser_mri", "") for m in options.modalities}
+    texts = {encoder: guide_context(model, "text", guide.latent.to(device), prompt, 0, generators, encoder)
+             for _, encoder in names.values() if encoder}
 
     def context_of(target: str):
-        partners = {"ct": ("mri",), "mri": ("ct",), "xray": ()}[target]
+        denoiser, encoder = names[target]
+        guided = denoiser.startswith("guided_")  # the report round's copy reads the report alone
+        partners = () if guided else {"ct": ("mri",), "mri": ("ct",), "xray": ()}[target]
 
         def context(t: torch.Tensor, latents: dict[str, torch.Tensor]) -> torch.Tensor:
-            parts = [] if target == "mri" else [text]
+            parts = [texts[encoder]] if encoder else []
             parts += [guide_context(model, m, latents[m], prompt, t) for m in partners if m in wanted]
             return torch.cat(parts, dim=1)
 
@@ -103,8 +110,9 @@ def _joint(model: MedM2G, guide, options: GenerateOptions, seeds: list[int]) -> 
     for modality in options.modalities:
         contrast = (torch.full((batch,), contrast_label(options.contrast), dtype=torch.long, device=device)
                     if modality == "mri" else None)
-        streams[modality] = Stream(model[f"denoiser_{modality}"], latent_shape(model, modality, batch),
-                                   context_of(modality), contrast)
+        denoiser = names[modality][0]
+        streams[modality] = Stream(model[denoiser], latent_shape(model, modality, batch), context_of(modality),
+                                   contrast, guidance=REPORT_GUIDANCE if denoiser.startswith("guided_") else None)
     latents = sample(streams, model["scheduler"], options.sampling, generators, device)
     return {m: decode_images(model, z).cpu().numpy() for m, z in latents.items()}
 

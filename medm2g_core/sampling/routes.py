@@ -11,9 +11,9 @@ Image-to-image flows between CT and MRI take the spatial path instead when the m
 ``spatial_mri`` from the spatial round): one hop straight to the target, whatever the sources (MRI -> CT,
 CT -> MRI, any subset of contrasts -> another contrast), the sources' latents at the denoiser's input and V_B of
 the first source in its cross-attention (:func:`spatial_hop`). A hop between text and X-ray takes the report
-round's guided copy (``guided_text``, ``guided_xray``: the guide also pooled into the timestep embedding), read
-through the round's context encoder copy (``guided_context_xray``, ``guided_context_text``), when the model has
-them (:func:`hop_denoiser`).
+round's guided copy (``guided_text``, ``guided_xray``; ``guided_ct`` from text: the guide also pooled into the
+timestep embedding), read through the round's context encoder copy (``guided_context_xray``,
+``guided_context_text``), when the model has them (:func:`hop_denoiser`).
 """
 
 from collections import deque
@@ -38,6 +38,7 @@ from medm2g_core.sampling.guides import (
 from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS, REPORT_GUIDANCE
 
 EDGES = tuple(tuple(kind.split("-")) for kind in CROSS_ROUNDS)  # each round's pair, trained both ways
+GUIDED_HOPS = (("xray", "text"), ("text", "xray"), ("text", "ct"))  # (source, target) of the report round's copies
 
 
 def route(source: str, target: str) -> list[str]:
@@ -69,10 +70,10 @@ def latent_shape(model: MedM2G, modality: str, batch: int) -> tuple[int, ...]:
 
 
 def hop_denoiser(model: MedM2G, source: str, target: str) -> tuple[str, str]:
-    """The denoiser and the guide's context encoder of one hop: the report round's copies between text and X-ray
-    when the model has them, else the paper's."""
+    """The denoiser and the guide's context encoder of one hop: the report round's copies (X-ray -> text,
+    text -> X-ray, text -> CT) when the model has them, else the paper's."""
     guided = (f"guided_{target}", f"guided_context_{source}")
-    if {source, target} == {"text", "xray"} and all(name in model for name in guided):
+    if (source, target) in GUIDED_HOPS and all(name in model for name in guided):
         return guided
     return f"denoiser_{target}", f"context_encoder_{source}"
 

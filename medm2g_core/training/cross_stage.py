@@ -172,8 +172,7 @@ class CrossStage:
         if split not in self._stores:
             stores = {}
             for modality in self.sides:
-                store = (text_store(self.cache, split, self.autoencoders["text_vae"].tokenize) if modality == "text"
-                         else image_store(self.cache, split, modality))
+                store = self.raw_store(split, modality)
                 if store is None:
                     raise InputError(f"the data has no {modality} in split {split}")
                 store.tensors["latent"] = self._latents(modality, store)
@@ -181,6 +180,12 @@ class CrossStage:
                 stores[modality] = store
             self._stores[split] = stores
         return self._stores[split]
+
+    def raw_store(self, split: str, modality: str) -> Store | None:
+        """One side's rows in ``split`` before encoding (None when the split has none)."""
+        if modality == "text":
+            return text_store(self.cache, split, self.autoencoders["text_vae"].tokenize)
+        return image_store(self.cache, split, modality)
 
     def _latents(self, modality: str, store: Store) -> torch.Tensor:
         if modality != "text":
@@ -194,8 +199,16 @@ class CrossStage:
 
     def dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
-            self._datasets[split] = PairedItems(self.stores(split), (self.round.kind,))
+            self._datasets[split] = PairedItems(self.stores(split), self.kinds())
         return self._datasets[split]
+
+    def kinds(self) -> tuple[str, ...]:
+        """The pair kinds a batch holds (the round's own)."""
+        return (self.round.kind,)
+
+    def pair_kind(self, target: str, guide: str) -> str:
+        """The pair kind that holds ``target`` and ``guide`` of one case."""
+        return self.round.kind
 
     # ------------------------------------------------------------------------------------------------ loss
 
@@ -214,8 +227,9 @@ class CrossStage:
         cond_dropout = self.config.cond_dropout if cond_dropout is None else cond_dropout
         denoiser = self.denoisers[target]
         device = denoiser.device
-        goal = part(batch, self.round.kind, target, device)
-        lead = part(batch, self.round.kind, guide, device)
+        kind = self.pair_kind(target, guide)
+        goal = part(batch, kind, target, device)
+        lead = part(batch, kind, guide, device)
         if shuffle:
             order = torch.roll(torch.arange(len(goal["latent"]), device=device), 1)
             lead = {name: value[order] for name, value in lead.items()}

@@ -68,6 +68,16 @@ def test_translation_metrics_are_sane(world, cli, tmp_path):
         assert method["fd_domain"][0] > 0  # no method reproduces the real slices' feature distribution
     assert summary["mean training slice"]["psnr"][1] == 0  # a baseline without randomness has no spread
     assert summary["supervised UNet (L1)"]["psnr"][1] == 0
+    for method in summary.values():  # every volume read in three planes; 6 slices are too thin for a reformat SSIM
+        assert all(5 < method[f"{plane}_psnr"][0] < 60 for plane in ("axial", "sagittal", "coronal"))
+        assert 0 < method["through_plane_error"][0] < 3072 and -1 < method["axial_ssim"][0] <= 1
+        assert "sagittal_ssim" not in method and "coronal_ssim" not in method
+    assert summary["supervised UNet (L1)"]["through_plane_error"][1] == 0
+    rows = sorted(path.name for path in out.glob("sample-*.png"))  # two cases' axial rows, the first case's reformats
+    assert rows == [f"sample-{n}.png" for n in range(4)]
+    reformat = Image.open(out / "sample-2.png")
+    assert reformat.size == (128 * 5, 128)  # input, output, truth, UNet, error
+    assert "sagittal" in (out / "index.html").read_text()
 
 
 def test_the_page_renders_in_a_headless_browser(world, cli, tmp_path):

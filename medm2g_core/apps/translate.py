@@ -99,7 +99,8 @@ def translate_case(model: MedM2G, sources: list[Volume], out: Path, job: Transla
     if job.uncertainty is not None:
         if output_format(out) == "dicom" and output_format(job.uncertainty) == "dicom":
             deviation = derived_from_series(deviation, out)
-        written.append(write_volume(deviation, job.uncertainty, overwrite=job.overwrite))
+        written.append(write_volume(deviation, job.uncertainty, overwrite=job.overwrite,
+                                    series_description=deviation.meta.series_description))
     if job.preview and not str(out).lower().endswith(".png"):
         written.append(write_preview(result, Path(f"{out}.png"), overwrite=True))
     return result, written

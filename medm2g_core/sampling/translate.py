@@ -202,8 +202,8 @@ def spread(samples: list[Volume]) -> tuple[Volume, Volume]:
     description = f"SYNTHETIC uncertainty: std of {len(samples)} samples, {first.units}"
     meta = replace(first.meta, series_description=description, notes=[*first.meta.notes, description],
                    window_center=None, window_width=None)
-    deviation = first.with_data(data.std(axis=0).astype(np.float32), meta=meta,
-                                provenance=first.provenance | count | {"map": "standard deviation of the samples"})
+    deviation = first.with_data(data.std(axis=0).astype(np.float32), meta=meta, provenance=first.provenance | count
+                                | {"map": f"uncertainty (std of {len(samples)} samples, {first.units})"})
     return mean, deviation
 
 

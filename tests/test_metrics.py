@@ -24,7 +24,16 @@ from torchmetrics.image.fid import _compute_fid
 from medm2g_core.errors import InputError, MissingDependencyError
 from medm2g_core.io.volume import Volume
 from medm2g_core.metrics import image_metrics, text_metrics
-from medm2g_core.metrics.image_metrics import fid, inception_features, ms_ssim, niqe, plane_scores, psnr, ssim
+from medm2g_core.metrics.image_metrics import (
+    calibration,
+    fid,
+    inception_features,
+    ms_ssim,
+    niqe,
+    plane_scores,
+    psnr,
+    ssim,
+)
 from medm2g_core.metrics.text_metrics import coco_scores, corpus_bleu, finding_scores, rouge_l, words
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -378,3 +387,18 @@ def test_plane_scores_reject_thin_or_mismatched_volumes() -> None:
     with pytest.raises(InputError, match="single image"):
         film = Volume(truth.data[:, :, :1], truth.affine, modality="CT", units="HU")
         plane_scores(film, film)
+
+
+def test_calibration_of_an_uncertainty_that_orders_the_errors() -> None:
+    error = np.arange(1.0, 201.0)  # 1 .. 200
+    perfect = calibration(error * 3, -error)  # any increasing function of |error|
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["ause"] == pytest.approx(0.0)
+    assert perfect["sparsification"][0] == pytest.approx(100.5) and perfect["sparsification"][50] == pytest.approx(50.5)
+    backwards = calibration(-error, error)
+    assert backwards["spearman"] == pytest.approx(-1.0)
+    assert backwards["sparsification"][50] == pytest.approx(150.5)  # the 100 largest errors are left
+    fractions = np.arange(100) / 100
+    gap = np.array(backwards["sparsification"]) - np.array(backwards["oracle"])
+    assert backwards["ause"] == pytest.approx(np.trapezoid(gap, fractions)) and backwards["ause"] > 90
+    with pytest.raises(InputError, match="same two or more voxels"):
+        calibration(np.ones(3), np.ones(4))

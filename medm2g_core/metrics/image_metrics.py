@@ -18,6 +18,12 @@ reference's units (HU for CT; the normalised difference times the half-width of 
 so within the CT window, as everything the model makes). A translation that jumps between slices shows there,
 and in the sagittal and coronal scores, while each axial slice alone can look right.
 
+:func:`calibration` says whether a per-voxel uncertainty (the standard deviation of samples) points at the error:
+the Spearman rank correlation between the two over the given voxels, and the sparsification curve (the mean error
+left after removing the most uncertain share f of the voxels, f = 0, 0.01, ... 0.99) against the oracle curve
+(removing the largest errors first), with the area between them (AUSE, Ilg et al. 2018) in the error's units:
+0 when the uncertainty orders the voxels as their errors do.
+
 :func:`psnr`, :func:`ssim` and :func:`ms_ssim` score batches of 2-D images [N, H, W] with torchmetrics and
 average the per-image values. SSIM uses the same Gaussian window and averages the SSIM map over the pixels whose
 window lies inside the image, as Wang et al. and scikit-image do (torchmetrics' own mean, which the volume
@@ -51,6 +57,7 @@ import numpy as np
 import scipy.io
 import scipy.ndimage
 import scipy.special
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -120,6 +127,28 @@ def plane_scores(output: Volume, reference: Volume) -> dict[str, float]:
     difference = np.abs(np.diff(x.astype(np.float64), axis=2) - np.diff(y.astype(np.float64), axis=2))
     scores["through_plane_error"] = float(difference[pairs].mean() * (mapping.high - mapping.low) / DATA_RANGE)
     return scores
+
+
+def calibration(uncertainty: np.ndarray, error: np.ndarray) -> dict[str, float | list[float]]:
+    """{"spearman", "ause", "sparsification", "oracle"} of a per-voxel uncertainty against the absolute error, both
+    arrays of one shape (e.g. the foreground voxels of a volume)."""
+    u, e = np.ravel(uncertainty).astype(np.float64), np.abs(np.ravel(error)).astype(np.float64)
+    if u.shape != e.shape or len(u) < 2:
+        raise InputError(f"uncertainty and error must hold the same two or more voxels; got {u.shape} and {e.shape}")
+    if not (np.isfinite(u).all() and np.isfinite(e).all()):
+        raise InputError("uncertainty or error holds NaN or infinite values")
+    fractions = np.arange(100) / 100
+
+    def curve(order: np.ndarray) -> np.ndarray:
+        tail = np.cumsum(e[order][::-1])[::-1]  # sum of the errors from position i on
+        starts = (fractions * len(e)).astype(int)
+        return tail[starts] / (len(e) - starts)
+
+    by_uncertainty = curve(np.argsort(-u, kind="stable"))
+    oracle = curve(np.argsort(-e, kind="stable"))
+    rho = scipy.stats.spearmanr(u, e).statistic if u.std() and e.std() else float("nan")
+    return {"spearman": float(rho), "ause": float(np.trapezoid(by_uncertainty - oracle, fractions)),
+            "sparsification": by_uncertainty.tolist(), "oracle": oracle.tolist()}
 
 
 def _batch(images: np.ndarray | torch.Tensor, name: str, channels: bool = False) -> torch.Tensor:

@@ -199,10 +199,12 @@ def spread(samples: list[Volume]) -> tuple[Volume, Volume]:
     first = samples[0]
     count = {"samples": str(len(samples))} if len(samples) > 1 else {}
     mean = first.with_data(data.mean(axis=0).astype(np.float32), provenance=first.provenance | count)
+    std = data.std(axis=0).astype(np.float32)
+    top = float(np.percentile(std, 99.5)) or None  # shown black (0) to white (the 99.5th percentile)
     description = f"SYNTHETIC uncertainty: std of {len(samples)} samples, {first.units}"
     meta = replace(first.meta, series_description=description, notes=[*first.meta.notes, description],
-                   window_center=None, window_width=None)
-    deviation = first.with_data(data.std(axis=0).astype(np.float32), meta=meta, provenance=first.provenance | count
+                   window_center=top and top / 2, window_width=top)
+    deviation = first.with_data(std, meta=meta, provenance=first.provenance | count
                                 | {"map": f"uncertainty (std of {len(samples)} samples, {first.units})"})
     return mean, deviation
 

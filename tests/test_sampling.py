@@ -149,6 +149,17 @@ def test_samples_are_batched_and_their_spread_is_zero_only_where_they_agree(mode
     assert refused.value.option == "samples"
 
 
+def test_a_film_from_several_samples_has_its_spread_on_the_films_grid(model, chest):
+    ct = chest[0]["ct"]
+    single = translate_volume(model, [ct], TranslateOptions("xray", sampling=FAST, seed=2))
+    mean, spread = translate_samples(model, [ct], TranslateOptions("xray", sampling=FAST, seed=2, samples=2))
+    assert spread.shape == mean.shape == single.shape and np.array_equal(spread.affine, single.affine)
+    assert spread.modality == "XRAY" and spread.data.max() > 0.001 and spread.data.min() >= 0
+    copies, zero = translate_samples(model, [ct], TranslateOptions("xray", sampling=FAST), seeds=[2, 2])
+    np.testing.assert_allclose(copies.data, single.data, atol=1e-3)
+    assert np.abs(zero.data).max() < 1e-4  # two copies of one seed agree
+
+
 def test_guides_differ_with_their_input(model, brain, chest):
     mri = cut(brain[0]["mr_t1"], 64).images
     context = [guide_context(model, "mri", g.latent, g.prompt, 0)

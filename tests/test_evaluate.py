@@ -80,6 +80,23 @@ def test_translation_metrics_are_sane(world, cli, tmp_path):
     assert "sagittal" in (out / "index.html").read_text()
 
 
+def test_samples_add_calibration_and_an_uncertainty_map_beside_the_error(world, cli, tmp_path):
+    out = tmp_path / "samples"
+    result = cli("--quiet", "evaluate", "mri-to-ct", "--data", str(world / "cache"), "--out", str(out), "--split",
+                 "train+val+test", "--cases", "1", "--samples", "3", "--steps", "2", "--seeds", "1",
+                 "--baseline-steps", "5", env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    model = summary["MedM2G"]
+    assert -1 <= model["uncertainty_spearman"][0] <= 1 and model["uncertainty_ause"][0] >= 0
+    assert "uncertainty_spearman" not in summary["supervised UNet (L1)"]  # a deterministic baseline has no spread
+    row = Image.open(out / "sample-0.png")
+    assert row.size == (128 * 5, 128)  # input, output, truth, uncertainty, error
+    refused = cli("evaluate", "mri-to-ct", "--data", str(world / "cache"), "--out", str(tmp_path / "x"),
+                  "--samples", "0")
+    assert refused.exit_code == 2 and "number of samples must be at least 1; got 0" in refused.stderr
+
+
 def test_the_page_renders_in_a_headless_browser(world, cli, tmp_path):
     chromium = require_tool("chromium")
     out = tmp_path / "page"

@@ -10,6 +10,10 @@ distribution plots), and a few samples (input, output, ground truth) for the fig
   planes (:func:`~medm2g_core.metrics.image_metrics.plane_scores`): PSNR/SSIM of its axial slices and of its
   sagittal and coronal reformats, and the through-plane error (the z-gradient's mean absolute error, in the
   target's units), so a translation that jumps between slices shows; the page shows the first case in all three.
+  With ``samples`` N >= 2, MedM2G's output is the mean of N samples and its rows add the calibration of their
+  per-voxel standard deviation against the error over the truth's foreground (``uncertainty_spearman``,
+  ``uncertainty_ause`` in the target's units; :func:`~medm2g_core.metrics.image_metrics.calibration`); the
+  sample grids show the uncertainty map beside the error map.
 - ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM.
   Baselines of both: the mean training slice of the target, and a supervised UNet trained with L1 on the
   training pairs (``baselines.train_regression``: what a user would otherwise train).
@@ -45,7 +49,15 @@ from medm2g_core.errors import InputError
 from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
 from medm2g_core.io.load import read_volume
 from medm2g_core.io.volume import Volume
-from medm2g_core.metrics.image_metrics import fid, inception_features, ms_ssim, niqe, plane_scores, volume_psnr_ssim
+from medm2g_core.metrics.image_metrics import (
+    calibration,
+    fid,
+    inception_features,
+    ms_ssim,
+    niqe,
+    plane_scores,
+    volume_psnr_ssim,
+)
 from medm2g_core.metrics.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SamplingConfig
@@ -53,7 +65,7 @@ from medm2g_core.sampling.generate import GenerateOptions, generate_images
 from medm2g_core.sampling.guides import image_guide
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.slices import cut, uncut
-from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_volume
+from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_samples
 from medm2g_core.vocabulary import EVAL_TASKS, MRI_CONTRASTS
 
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
@@ -79,6 +91,7 @@ class EvalOptions:
     sources: tuple[str, ...] = ("T2", "FLAIR")  # mri-synthesis
     target: str = "T1"  # mri-synthesis
     baseline_steps: int = 600  # training steps of the supervised UNet baseline
+    samples: int = 1  # volume translations: MedM2G's output is the mean of this many samples (>= 2: calibration)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -86,6 +99,8 @@ class EvalOptions:
         if self.baseline_steps < 1:
             raise InputError(f"baseline training steps must be at least 1; got {self.baseline_steps}",
                              option="baseline_steps")
+        if self.samples < 1:
+            raise InputError(f"the number of samples must be at least 1; got {self.samples}", option="samples")
         if self.cases is not None and self.cases < 1:
             raise InputError(f"the number of cases must be at least 1; got {self.cases}", option="cases")
         for contrast in (*self.sources, self.target):
@@ -203,6 +218,23 @@ def image_scores(made: Volume, truth: Volume) -> dict[str, float]:
     return scores if truth.is_2d else scores | plane_scores(made, truth)
 
 
+def uncertainty_scores(made: Volume, deviation: Volume, truth: Volume) -> dict[str, float]:
+    """How well the samples' standard deviation ranks the mean's absolute error over the truth's foreground."""
+    inside = intensity_map(truth.data, truth.modality).forward(truth.data) > -0.9
+    scores = calibration(deviation.data[inside], made.data[inside] - truth.data[inside])
+    return {"uncertainty_spearman": scores["spearman"], "uncertainty_ause": scores["ause"]}
+
+
+def uncertainty_slice(deviation: Volume, made: Volume, resolution: int = 64) -> np.ndarray:
+    """The uncertainty map at ``made``'s middle foreground slice (as :func:`middle_slice` shows it), in [-1, 1]:
+    no spread black, the map's 99.5th percentile white."""
+    stack = cut(made, resolution)
+    k = stack.kept[len(stack.kept) // 2]
+    top = float(np.percentile(deviation.data, 99.5)) or 1.0
+    data = deviation.data if deviation.is_2d else canonical(deviation)
+    return square_resize(np.clip(data[:, :, k] / top, 0, 1).T * 2 - 1, resolution, -1.0)
+
+
 def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     """Each metric's mean over the rows that have it (a volume too thin for a reformat's SSIM has none)."""
     names = dict.fromkeys(name for row in rows for name in row)
@@ -238,8 +270,10 @@ def _translation(
         for number, record in enumerate(records):
             sources = [read_volume(manifest.image_path(record, k)) for k in source_keys]
             truth = read_volume(manifest.image_path(record, target_key))
-            made = translate_volume(model, sources, TranslateOptions(target, contrast, options.sampling, seed))
-            scores = image_scores(made, truth)
+            made, deviation = translate_samples(model, sources, TranslateOptions(
+                target, contrast, options.sampling, seed, samples=options.samples))
+            scores = image_scores(made, truth) | (uncertainty_scores(made, deviation, truth) if options.samples > 1
+                                                  else {})
             per_seed.append(scores)
             made_slices.append(_slices(made, cache.resolution))
             if seed == 0:
@@ -252,8 +286,11 @@ def _translation(
                     slices[method].append(_slices(volume, cache.resolution))
                     result.add_case(method, baselines[method][record.id])
                 if number < SAMPLES:
-                    result.samples.append(Sample(record.id, {
-                        "input": middle_slice(sources[0]), "output": middle_slice(made), "truth": middle_slice(truth)}))
+                    shown = {"input": middle_slice(sources[0]), "output": middle_slice(made),
+                             "truth": middle_slice(truth)}
+                    if options.samples > 1:
+                        shown["uncertainty"] = uncertainty_slice(deviation, made)
+                    result.samples.append(Sample(record.id, shown))
                 if number == 0 and not truth.is_2d:
                     views = {name: reformats(volume) for name, volume in (
                         ("input", sources[0]), ("output", made), ("truth", truth),

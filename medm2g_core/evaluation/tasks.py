@@ -50,6 +50,7 @@ from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, r
 from medm2g_core.io.load import read_volume
 from medm2g_core.io.volume import Volume
 from medm2g_core.metrics.image_metrics import (
+    FOREGROUND,
     calibration,
     fid,
     inception_features,
@@ -220,7 +221,7 @@ def image_scores(made: Volume, truth: Volume) -> dict[str, float]:
 
 def uncertainty_scores(made: Volume, deviation: Volume, truth: Volume) -> dict[str, float]:
     """How well the samples' standard deviation ranks the mean's absolute error over the truth's foreground."""
-    inside = intensity_map(truth.data, truth.modality).forward(truth.data) > -0.9
+    inside = intensity_map(truth.data, truth.modality).forward(truth.data) > FOREGROUND
     scores = calibration(deviation.data[inside], made.data[inside] - truth.data[inside])
     return {"uncertainty_spearman": scores["spearman"], "uncertainty_ause": scores["ause"]}
 

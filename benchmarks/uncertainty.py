@@ -4,7 +4,9 @@ correlation and AUSE, :func:`medm2g_core.metrics.image_metrics.calibration`, ove
 generated slices), on held-out phantom cases (issue 16's targets: rank correlation >= 0.5, the 8-sample mean
 at least 1 dB above one sample).
 
-    python benchmarks/uncertainty.py --data /tmp/vol/cache --cases 4 --samples 1,4,8 --write
+    medm2g prepare phantom --cases 60 --seed 0 --out /tmp/vol/world --workers 1
+    medm2g prepare cache /tmp/vol/world --out /tmp/vol/cache --resolution 64
+    python benchmarks/uncertainty.py --data /tmp/vol/cache --cases 2 --samples 1,4,8 --write
 """
 
 import argparse

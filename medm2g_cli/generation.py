@@ -87,6 +87,12 @@ def translate(
     drr_strength: float = typer.Option(DRR_STRENGTH, "--drr-strength", help="CT volume -> X-ray: the film starts "
                                        "from the CT's projection (DRR) and the model redraws this share of the "
                                        "denoising schedule (0-1; lower keeps more of the projection)."),
+    samples: int = typer.Option(1, "--samples", help="Draw this many samples (seeds SEED .. SEED+N-1, denoised "
+                                "together) and write their mean."),
+    uncertainty: Path | None = typer.Option(None, "--uncertainty", help="With --samples 2 or more: also write the "
+                                            "samples' per-voxel standard deviation (HU for CT) on the output's grid: "
+                                            ".nii/.nii.gz, or a folder name for a DICOM series (synthetic, derived; "
+                                            "beside a DICOM output it references it)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Also write OUT.png (a montage)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     json_output: bool = typer.Option(False, "--json", help="Print the output paths and metrics as JSON (with "
@@ -96,19 +102,21 @@ def translate(
 
     Examples: `medm2g translate mri.nii.gz --to ct`, `medm2g translate t2.nii.gz flair.nii.gz --to mri --contrast T1`,
     `medm2g translate ct_dicom/ --to mri --contrast T2 --out t2_series/` (a DICOM series),
-    `medm2g translate --batch cases/ --to ct --out synthetic_ct/ --keep-going` (a folder of cases).
+    `medm2g translate --batch cases/ --to ct --out synthetic_ct/ --keep-going` (a folder of cases),
+    `medm2g translate mri.nii.gz --to ct --samples 8 --uncertainty ct_std.nii.gz` (mean of 8 and where they differ).
     """
     from medm2g_core.apps import translate as app
     from medm2g_core.sampling.translate import TranslateOptions
 
     options = TranslateOptions(to, _mri_contrast(to, contrast), sampling_config(steps, eta, guidance, scheduler), seed,
-                               batch_size, drr_strength)
+                               batch_size, drr_strength, samples)
     job = app.TranslateJob(options, modality, preview, overwrite, arguments={
         "to": options.target, "contrast": options.contrast, "steps": steps, "eta": eta, "guidance": guidance,
-        "scheduler": scheduler, "batch_size": batch_size, "drr_strength": drr_strength})
+        "scheduler": scheduler, "batch_size": batch_size, "drr_strength": drr_strength, "samples": samples,
+        "uncertainty": None if uncertainty is None else str(uncertainty)}, uncertainty=uncertainty)
     if batch:
-        if len(inputs) != 1 or reference is not None:
-            raise InputError("--batch takes one folder of cases (and no --reference)")
+        if len(inputs) != 1 or reference is not None or uncertainty is not None:
+            raise InputError("--batch takes one folder of cases (and no --reference or --uncertainty)")
         _translate_batch(inputs[0], out or app.default_batch_output(inputs[0], job), job, model, keep_going,
                          json_output)
         return
@@ -120,9 +128,12 @@ def translate(
     with console.progress(f"translate to {options.target} (denoising steps)") as update:
         metrics = app.translate_files(medm2g, inputs, sources, out, job, _device(), truth, update)
     if json_output:
-        console.emit_json({"output": str(out), "metrics": metrics})
+        console.emit_json({"output": str(out), "metrics": metrics}
+                          | ({"uncertainty": str(uncertainty)} if uncertainty is not None else {}))
         return
     typer.echo(str(out))
+    if uncertainty is not None:
+        typer.echo(str(uncertainty))
     if metrics:
         typer.echo(f"PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  (against {reference})")
 

@@ -65,17 +65,19 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
 def translate(images: Image | Sequence[Image], to: str, contrast: str | None = None, model: ModelSpec = None,
               steps: int = 50, guidance: float = 2.0, eta: float = 1.0, scheduler: str = "ddim", seed: int = 0,
               batch_size: int = 32, drr_strength: float = DRR_STRENGTH,
-              progress: Callable[[int, int], None] | None = None) -> Volume:
+              progress: Callable[[int, int], None] | None = None, samples: int = 1) -> Volume:
     """Translate to ``to`` (ct, mri, xray) on the input's exact grid (CT in HU); ``contrast`` names the MRI
     target (T1 when ``to="mri"`` and none is given). Several MRI contrasts of one grid are used together. A CT
     volume's X-ray starts from the CT's projection, of which the model redraws ``drr_strength`` (0-1].
+    ``samples`` > 1 returns the mean of that many samples (seeds ``seed`` ..), denoised together
+    (``medm2g_core.sampling.translate.translate_samples`` also gives their per-voxel standard deviation).
     ``progress(done, total)`` is called per denoising step."""
     sources = [_volume(image) for image in ([images] if isinstance(images, (str, os.PathLike, Volume)) else images)]
     check_sources(sources)
     if canonical_target(to) == "mri" and contrast is None:
         contrast = "T1"
     options = TranslateOptions(to, contrast, SamplingConfig(steps, eta, guidance, scheduler), seed, batch_size,
-                               drr_strength)
+                               drr_strength, samples)
     return translate_volume(_model(model), sources, options, progress)
 
 

@@ -68,6 +68,33 @@ def test_translation_metrics_are_sane(world, cli, tmp_path):
         assert method["fd_domain"][0] > 0  # no method reproduces the real slices' feature distribution
     assert summary["mean training slice"]["psnr"][1] == 0  # a baseline without randomness has no spread
     assert summary["supervised UNet (L1)"]["psnr"][1] == 0
+    for method in summary.values():  # every volume read in three planes; 6 slices are too thin for a reformat SSIM
+        assert all(5 < method[f"{plane}_psnr"][0] < 60 for plane in ("axial", "sagittal", "coronal"))
+        assert 0 < method["through_plane_error"][0] < 3072 and -1 < method["axial_ssim"][0] <= 1
+        assert "sagittal_ssim" not in method and "coronal_ssim" not in method
+    assert summary["supervised UNet (L1)"]["through_plane_error"][1] == 0
+    rows = sorted(path.name for path in out.glob("sample-*.png"))  # two cases' axial rows, the first case's reformats
+    assert rows == [f"sample-{n}.png" for n in range(4)]
+    reformat = Image.open(out / "sample-2.png")
+    assert reformat.size == (128 * 5, 128)  # input, output, truth, UNet, error
+    assert "sagittal" in (out / "index.html").read_text()
+
+
+def test_samples_add_calibration_and_an_uncertainty_map_beside_the_error(world, cli, tmp_path):
+    out = tmp_path / "samples"
+    result = cli("--quiet", "evaluate", "mri-to-ct", "--data", str(world / "cache"), "--out", str(out), "--split",
+                 "train+val+test", "--cases", "1", "--samples", "3", "--steps", "2", "--seeds", "1",
+                 "--baseline-steps", "5", env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    model = summary["MedM2G"]
+    assert -1 <= model["uncertainty_spearman"][0] <= 1 and model["uncertainty_ause"][0] >= 0
+    assert "uncertainty_spearman" not in summary["supervised UNet (L1)"]  # a deterministic baseline has no spread
+    row = Image.open(out / "sample-0.png")
+    assert row.size == (128 * 5, 128)  # input, output, truth, uncertainty, error
+    refused = cli("evaluate", "mri-to-ct", "--data", str(world / "cache"), "--out", str(tmp_path / "x"),
+                  "--samples", "0")
+    assert refused.exit_code == 2 and "number of samples must be at least 1; got 0" in refused.stderr
 
 
 def test_the_page_renders_in_a_headless_browser(world, cli, tmp_path):

@@ -22,8 +22,18 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.image.fid import _compute_fid
 
 from medm2g_core.errors import InputError, MissingDependencyError
+from medm2g_core.io.volume import Volume
 from medm2g_core.metrics import image_metrics, text_metrics
-from medm2g_core.metrics.image_metrics import fid, inception_features, ms_ssim, niqe, psnr, ssim
+from medm2g_core.metrics.image_metrics import (
+    calibration,
+    fid,
+    inception_features,
+    ms_ssim,
+    niqe,
+    plane_scores,
+    psnr,
+    ssim,
+)
 from medm2g_core.metrics.text_metrics import coco_scores, corpus_bleu, finding_scores, rouge_l, words
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -314,3 +324,81 @@ def test_niqe_is_scikit_video_given_its_mscn(skvideo_niqe, monkeypatch: pytest.M
     monkeypatch.setattr(image_metrics, "_mscn", lambda image: compute_image_mscn_transform(image)[0].astype(float))
     for name, image in niqe_fixtures().items():
         assert niqe(image) == pytest.approx(skvideo_niqe(image), rel=1e-5), name
+
+
+def slab_pair() -> tuple[Volume, Volume, np.ndarray]:
+    """A 12 x 12 x 12 CT of water (0 HU) with a one-voxel air wall at the patient's right (canonical x = 0), and a
+    translation of it that adds 96 HU to even and 192 HU to odd axial slices (the air wall left exact): a
+    volume that jumps between slices. Stored z, x (toward the patient's right), y, as a sagittal DICOM series might
+    be; returns (output, truth, offsets of the canonical slices in HU)."""
+    truth = np.zeros((12, 12, 12), np.float32)  # canonical [x, y, z]
+    truth[0] = -1024.0
+    offsets = np.where(np.arange(12) % 2 == 0, 96.0, 192.0)
+    output = truth + offsets[None, None, :]
+    output[0] = -1024.0
+
+    def stored(canonical_data: np.ndarray) -> np.ndarray:  # [z, x flipped, y]
+        return np.ascontiguousarray(np.flip(canonical_data, axis=0).transpose(2, 0, 1))
+
+    affine = np.array([[0, -1.0, 0, 11], [0, 0, 1.0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]])
+    return (Volume(stored(output), affine, modality="CT", units="HU"),
+            Volume(stored(truth), affine, modality="CT", units="HU"), offsets)
+
+
+def test_plane_scores_equal_hand_computed_values() -> None:
+    output, truth, offsets = slab_pair()
+    scores = plane_scores(output, truth)
+    d = offsets / 1536.0  # HU -> normalised (the CT window -1024..2048 spans 2)
+    # axial slice k: error d_k on the 11 water columns of 12; coronal images hold every slice, 11 water rows of 12;
+    # the sagittal image of the air wall has no foreground and is not scored, the others are all water
+    assert scores["axial_psnr"] == pytest.approx(np.mean(10 * np.log10(4 / (d**2 * 11 / 12))), abs=1e-5)
+    assert scores["coronal_psnr"] == pytest.approx(10 * np.log10(4 / (np.mean(d**2) * 11 / 12)), abs=1e-5)
+    assert scores["sagittal_psnr"] == pytest.approx(10 * np.log10(4 / np.mean(d**2)), abs=1e-5)
+    assert scores["axial_psnr"] - scores["sagittal_psnr"] == pytest.approx(1.3470, abs=1e-4)  # 27.471 vs 26.124 dB
+    assert scores["through_plane_error"] == pytest.approx(96.0, abs=1e-3)  # HU; air pairs (error 0) not counted
+    x = (np.where(np.arange(12)[:, None, None] == 0, -1.0, -1 / 3) + np.zeros((12, 12, 12)))  # truth, canonical
+    y = x + np.where(np.arange(12)[:, None, None] == 0, 0.0, d[None, None, :])
+    for plane, axis, first in (("axial", 2, 0), ("coronal", 1, 0), ("sagittal", 0, 1)):
+        a, b = np.moveaxis(y, axis, 0)[first:], np.moveaxis(x, axis, 0)[first:]
+        reference = np.mean([structural_similarity(p, q, gaussian_weights=True, sigma=1.5, data_range=2.0,
+                                                   use_sample_covariance=False) for p, q in zip(a, b, strict=True)])
+        assert scores[f"{plane}_ssim"] == pytest.approx(reference, abs=1e-6)
+
+
+def test_plane_scores_of_a_perfect_and_a_smooth_volume() -> None:
+    _, truth, _ = slab_pair()
+    perfect = plane_scores(truth, truth)
+    assert perfect["through_plane_error"] == 0 and all(perfect[f"{p}_ssim"] == pytest.approx(1.0)
+                                                       for p in ("axial", "sagittal", "coronal"))
+    ramp = truth.with_data(truth.data + 8.0 * np.arange(1, 13, dtype=np.float32)[:, None, None])  # +8 HU a slice
+    scores = plane_scores(ramp, truth)
+    assert scores["through_plane_error"] == pytest.approx(8.0, abs=1e-3)
+    # the axial mean of per-slice PSNRs is above the PSNR of their mean error (Jensen) when slices differ
+    assert scores["axial_psnr"] > scores["sagittal_psnr"] > 20
+
+
+def test_plane_scores_reject_thin_or_mismatched_volumes() -> None:
+    _, truth, _ = slab_pair()
+    thin = Volume(truth.data[:4], truth.affine, modality="CT", units="HU")
+    scores = plane_scores(thin, thin)
+    assert "axial_ssim" in scores and "sagittal_ssim" not in scores and scores["through_plane_error"] == 0
+    with pytest.raises(InputError, match="on the output's grid"):
+        plane_scores(thin, truth)
+    with pytest.raises(InputError, match="single image"):
+        film = Volume(truth.data[:, :, :1], truth.affine, modality="CT", units="HU")
+        plane_scores(film, film)
+
+
+def test_calibration_of_an_uncertainty_that_orders_the_errors() -> None:
+    error = np.arange(1.0, 201.0)  # 1 .. 200
+    perfect = calibration(error * 3, -error)  # any increasing function of |error|
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["ause"] == pytest.approx(0.0)
+    assert perfect["sparsification"][0] == pytest.approx(100.5) and perfect["sparsification"][50] == pytest.approx(50.5)
+    backwards = calibration(-error, error)
+    assert backwards["spearman"] == pytest.approx(-1.0)
+    assert backwards["sparsification"][50] == pytest.approx(150.5)  # the 100 largest errors are left
+    fractions = np.arange(100) / 100
+    gap = np.array(backwards["sparsification"]) - np.array(backwards["oracle"])
+    assert backwards["ause"] == pytest.approx(np.trapezoid(gap, fractions)) and backwards["ause"] > 90
+    with pytest.raises(InputError, match="same two or more voxels"):
+        calibration(np.ones(3), np.ones(4))

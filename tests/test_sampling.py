@@ -21,6 +21,7 @@ from medm2g_core.sampling.translate import (
     covers_film,
     head_to_foot_mm,
     plain_drr,
+    translate_samples,
     translate_volume,
 )
 from medm2g_core.vocabulary import PAPER_GUIDANCE, REPORT_GUIDANCE
@@ -125,6 +126,39 @@ def test_translate_repeats_with_a_seed_differs_with_input_and_ignores_batch_size
     assert np.abs(other_seed.data - first.data).mean() > 1.0
     flair = translate_volume(model, [images["mr_flair"]], TranslateOptions("ct", sampling=FAST, seed=3))
     assert np.abs(flair.data - first.data).mean() > 1.0
+
+
+def test_samples_are_batched_and_their_spread_is_zero_only_where_they_agree(model, brain):
+    t1 = brain[0]["mr_t1"]
+    options = TranslateOptions("ct", sampling=FAST, seed=3, samples=3)
+    assert options.seeds == [3, 4, 5]
+    copies, zero = translate_samples(model, [t1], options, seeds=[3, 3, 3])  # three copies of one seed
+    single = translate_volume(model, [t1], TranslateOptions("ct", sampling=FAST, seed=3))
+    assert np.abs(zero.data).max() < 1e-3  # HU; identical rows of one batch agree up to float rounding
+    np.testing.assert_allclose(copies.data, single.data, atol=0.05)
+    mean, spread = translate_samples(model, [t1], options)
+    others = [translate_volume(model, [t1], TranslateOptions("ct", sampling=FAST, seed=s)).data for s in (4, 5)]
+    np.testing.assert_allclose(mean.data, np.mean([single.data, *others], axis=0), atol=0.05)
+    np.testing.assert_allclose(spread.data, np.std([single.data, *others], axis=0), atol=0.05)
+    head = t1.data > np.percentile(t1.data, 60)
+    assert spread.data[head].mean() > 1.0 and spread.data.min() >= 0  # HU
+    assert spread.shape == mean.shape == t1.shape and np.array_equal(spread.affine, mean.affine)
+    assert spread.units == "HU" and spread.synthetic and "uncertainty" in spread.meta.series_description
+    assert mean.provenance["samples"] == "3" and mean.meta.series_description.startswith("SYNTHETIC CT")
+    with pytest.raises(InputError, match="at least 1; got 0") as refused:
+        TranslateOptions("ct", samples=0)
+    assert refused.value.option == "samples"
+
+
+def test_a_film_from_several_samples_has_its_spread_on_the_films_grid(model, chest):
+    ct = chest[0]["ct"]
+    single = translate_volume(model, [ct], TranslateOptions("xray", sampling=FAST, seed=2))
+    mean, spread = translate_samples(model, [ct], TranslateOptions("xray", sampling=FAST, seed=2, samples=2))
+    assert spread.shape == mean.shape == single.shape and np.array_equal(spread.affine, single.affine)
+    assert spread.modality == "XRAY" and spread.data.max() > 0.001 and spread.data.min() >= 0
+    copies, zero = translate_samples(model, [ct], TranslateOptions("xray", sampling=FAST), seeds=[2, 2])
+    np.testing.assert_allclose(copies.data, single.data, atol=1e-3)
+    assert np.abs(zero.data).max() < 1e-4  # two copies of one seed agree
 
 
 def test_guides_differ_with_their_input(model, brain, chest):

@@ -70,6 +70,59 @@ def test_translate_dicom_series_to_dicom_keeps_geometry(brain_files, cli, tmp_pa
     assert "Error" not in check.stdout + check.stderr
 
 
+def test_translate_samples_write_an_uncertainty_map_on_the_output_grid(brain_files, cli, tmp_path):
+    out, spread = tmp_path / "ct.nii.gz", tmp_path / "ct_std.nii.gz"
+    result = cli("translate", str(brain_files / "mr_t1.nii.gz"), "--to", "ct", "--out", str(out), "--samples", "3",
+                 "--uncertainty", str(spread), "--no-preview", "--json", *FAST, env=ENV)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["uncertainty"] == str(spread)
+    made, deviation = nib.load(out), nib.load(spread)
+    assert deviation.shape == made.shape
+    assert np.array_equal(deviation.get_sform(), made.get_sform()) and np.array_equal(deviation.get_qform(),
+                                                                                      made.get_qform())
+    values = np.asarray(deviation.dataobj)
+    assert values.min() >= 0 and values.max() > 10  # HU: three samples disagree somewhere
+    assert deviation.header["descrip"].item().decode().startswith("SYNTHETIC uncertainty")
+    record = json.loads(Path(f"{out}.run.json").read_text())
+    assert record["arguments"]["samples"] == 3 and record["outputs"][str(spread)]
+
+
+def test_translate_uncertainty_as_a_dicom_series_references_the_output(brain_files, cli, tmp_path):
+    dciodvfy = require_tool("dciodvfy")
+    out, spread = tmp_path / "ct_series", tmp_path / "std_series"
+    result = cli("translate", str(brain_files / "t1_dicom"), "--to", "ct", "--out", str(out), "--samples", "2",
+                 "--uncertainty", str(spread), *FAST, env=ENV)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split() == [str(out), str(spread)]
+    made, deviation = read_volume(out), read_volume(spread)
+    assert deviation.shape == made.shape and np.array_equal(deviation.affine, made.affine)
+    assert deviation.units == "HU" and deviation.data.min() >= 0 and deviation.data.max() > 10
+    outputs = [pydicom.dcmread(f) for f in sorted(out.glob("*.dcm"))]
+    maps = [pydicom.dcmread(f) for f in sorted(spread.glob("*.dcm"))]
+    assert maps[0].SeriesInstanceUID != outputs[0].SeriesInstanceUID  # a series of its own
+    assert maps[0].StudyInstanceUID == outputs[0].StudyInstanceUID
+    assert maps[0].FrameOfReferenceUID == outputs[0].FrameOfReferenceUID
+    assert maps[0].SeriesDescription.startswith("SYNTHETIC uncertainty") and "DERIVED" in maps[0].ImageType
+    assert outputs[0].SeriesInstanceUID in maps[0].DerivationDescription
+    for image, source in zip(maps, outputs, strict=True):
+        assert image.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert image.ImagePositionPatient == source.ImagePositionPatient
+    check = subprocess.run([dciodvfy, str(sorted(spread.glob("*.dcm"))[0])], capture_output=True, text=True)
+    assert "Error" not in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (("--samples", "0"), "number of samples must be at least 1; got 0"),
+    (("--samples", "-2"), "number of samples must be at least 1; got -2"),
+    (("--uncertainty", "std.nii.gz"), "--uncertainty needs --samples 2 or more"),
+])
+def test_translate_refuses_bad_sample_counts_in_one_line(brain_files, cli, tmp_path, arguments, message):
+    result = cli("translate", str(brain_files / "mr_t1.nii.gz"), "--to", "ct", "--out", str(tmp_path / "ct.nii.gz"),
+                 *arguments, *FAST)
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 def test_translate_outputs_differ_with_input_and_repeat_with_seed(brain_files, cli, tmp_path):
     outputs = {}
     for name, source, seed in (("a", "mr_t1", "1"), ("b", "mr_t1", "1"), ("c", "mr_t2", "1")):

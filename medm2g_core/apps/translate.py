@@ -3,6 +3,11 @@
 Read and check the inputs (before any model loads, so bad input costs nothing), translate, write the output and
 its preview, and leave a ``run.json`` (one case) or ``batch.json`` (a folder) beside them. Output names are built
 here: ``<case>_<target>.nii.gz`` with the MRI contrast as the target's name (``t1_ct``, ``ct_t2``).
+
+With several samples a case can also write its uncertainty map: the per-voxel standard deviation of the samples
+on the output's grid, in the output's units, as NIfTI (the output's affine) or as a DICOM series marked synthetic
+and derived, of its own; when the output is a DICOM series too, the map joins its study and each of its slices
+references the output's slice.
 """
 
 import time
@@ -14,12 +19,13 @@ from typing import Any
 from medm2g_core.apps.records import run_json_beside, run_record, write_run_json
 from medm2g_core.atomic import check_writable
 from medm2g_core.errors import InputError, Medm2gError
-from medm2g_core.io.load import check_output, input_format, read_volume, write_volume
+from medm2g_core.io.dicom_write import derived_from_series
+from medm2g_core.io.load import check_output, input_format, output_format, read_volume, write_volume
 from medm2g_core.io.preview import write_preview
 from medm2g_core.io.volume import Volume
 from medm2g_core.metrics.image_metrics import volume_psnr_ssim
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.sampling.translate import TranslateOptions, assume_modality, check_sources, translate_volume
+from medm2g_core.sampling.translate import TranslateOptions, assume_modality, check_sources, translate_samples
 from medm2g_core.vocabulary import FILE_OF_MODALITY
 
 Progress = Callable[..., None]  # progress(done, total[, description])
@@ -35,6 +41,7 @@ class TranslateJob:
     preview: bool = True  # also OUT.png, a montage
     overwrite: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)  # recorded in run.json as given
+    uncertainty: Path | None = None  # one case: also write the samples' per-voxel standard deviation here
 
     @property
     def suffix(self) -> str:
@@ -70,6 +77,13 @@ def read_case(inputs: list[Path], out: Path, job: TranslateJob, reference: Path 
     """The checked sources of one case (several: MRI contrasts of one grid) and the ground truth if given; the
     output must be writable. Everything that can be wrong with the input fails here, before a model loads."""
     check_output(out, overwrite=job.overwrite)
+    if job.uncertainty is not None:
+        if job.options.samples < 2:
+            raise InputError("--uncertainty needs --samples 2 or more (one sample has no spread)", option="uncertainty")
+        if Path(job.uncertainty).resolve() == Path(out).resolve():
+            raise InputError(f"--uncertainty {job.uncertainty} is the output itself; choose another path",
+                             option="uncertainty")
+        check_output(job.uncertainty, overwrite=job.overwrite)
     sources = [read_source(path, job.modality) for path in inputs]
     check_sources(sources)
     truth = read_volume(reference, modality=FILE_OF_MODALITY[job.options.target]) if reference else None
@@ -78,9 +92,15 @@ def read_case(inputs: list[Path], out: Path, job: TranslateJob, reference: Path 
 
 def translate_case(model: MedM2G, sources: list[Volume], out: Path, job: TranslateJob,
                    progress: Progress | None = None) -> tuple[Volume, list[Path]]:
-    """Translate one case and write it (and its preview): the result and the paths written."""
-    result = translate_volume(model, sources, job.options, progress)
+    """Translate one case and write it (its preview, its uncertainty map when asked): the result and the paths
+    written."""
+    result, deviation = translate_samples(model, sources, job.options, progress)
     written = [write_volume(result, out, overwrite=job.overwrite)]
+    if job.uncertainty is not None:
+        if output_format(out) == "dicom" and output_format(job.uncertainty) == "dicom":
+            deviation = derived_from_series(deviation, out)
+        written.append(write_volume(deviation, job.uncertainty, overwrite=job.overwrite,
+                                    series_description=deviation.meta.series_description))
     if job.preview and not str(out).lower().endswith(".png"):
         written.append(write_preview(result, Path(f"{out}.png"), overwrite=True))
     return result, written

@@ -1,5 +1,6 @@
 """Where evaluation results go: ``results.json``, a Markdown table shaped like the paper's, and an HTML page with
-sample grids (input, output, ground truth, error map) and per-case metric distributions, all written atomically.
+sample grids (input, output, ground truth, error map; for a volume translation also its first case's sagittal
+and coronal reformats) and per-case metric distributions, all written atomically.
 
 Figures are drawn with Pillow (no plotting dependency): a grid is one PNG per sample row; a distribution is a
 strip plot per method (every case a dot, the mean a bar).
@@ -120,7 +121,8 @@ def _page(result: TaskResult, table: str, grids: list[str], plots: list[tuple[st
         f"<h1>{html.escape(result.task)} ({PAPER_TABLE[result.task]})</h1>",
         f"<p>{result.cases} cases; command <code>{html.escape(command)}</code>. Generated images are synthetic.</p>",
         f"<table><tr><th>method</th>{header}</tr>{rows}</table>",
-        "<h2>Samples</h2>", *(f"<div><img src='{g}' alt='sample {n}'></div>" for n, g in enumerate(grids)),
+        "<h2>Samples</h2>", *(f"<div><p>{html.escape(s.title)}</p><img src='{g}' alt='sample {n}'></div>"
+                            for n, (s, g) in enumerate(zip(result.samples, grids, strict=True))),
         "<h2>Per-case distributions (first seed)</h2>",
         *(f"<h3>{html.escape(m)}</h3><img src='{p}' alt='{html.escape(m)} per case'>" for m, p in plots),
         "<h2>Notes</h2><ul>", *(f"<li>{html.escape(n)}</li>" for n in result.notes), "</ul>",

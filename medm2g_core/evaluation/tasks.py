@@ -6,7 +6,14 @@ baselines on the same cases, and returns a :class:`TaskResult`: per method and m
 distribution plots), and a few samples (input, output, ground truth) for the figure grids.
 
 - ``mri-to-ct`` (Table 6): MRI T1 volume -> CT; PSNR, SSIM, MAE in HU, and a domain Frechet distance of the
-  slices in the model's aligned CT (MRI) encoder space.
+  slices in the model's aligned CT (MRI) encoder space. Both translation tasks also read every volume in three
+  planes (:func:`~medm2g_core.metrics.image_metrics.plane_scores`): PSNR/SSIM of its axial slices and of its
+  sagittal and coronal reformats, and the through-plane error (the z-gradient's mean absolute error, in the
+  target's units), so a translation that jumps between slices shows; the page shows the first case in all three.
+  With ``samples`` N >= 2, MedM2G's output is the mean of N samples and its rows add the calibration of their
+  per-voxel standard deviation against the error over the truth's foreground (``uncertainty_spearman``,
+  ``uncertainty_ause`` in the target's units; :func:`~medm2g_core.metrics.image_metrics.calibration`); the
+  sample grids show the uncertainty map beside the error map.
 - ``mri-synthesis`` (Table 2): several contrasts -> one (default T2 + FLAIR -> T1); PSNR, SSIM.
   Baselines of both: the mean training slice of the target, and a supervised UNet trained with L1 on the
   training pairs (``baselines.train_regression``: what a user would otherwise train).
@@ -29,18 +36,29 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medm2g_core.data.cache import Cache
+from medm2g_core.data.cache import Cache, canonical, square_resize
+from medm2g_core.data.intensity import intensity_map
 from medm2g_core.data.labeler import binary_labels, contradictions, foreign_findings
 from medm2g_core.data.manifest import CaseRecord, Manifest
 from medm2g_core.errors import InputError
 from medm2g_core.evaluation.baselines import RegressionConfig, nearest_report, regress, train_regression
 from medm2g_core.io.load import read_volume
 from medm2g_core.io.volume import Volume
-from medm2g_core.metrics.image_metrics import fid, inception_features, ms_ssim, niqe, volume_psnr_ssim
+from medm2g_core.metrics.image_metrics import (
+    FOREGROUND,
+    calibration,
+    fid,
+    inception_features,
+    ms_ssim,
+    niqe,
+    plane_scores,
+    volume_psnr_ssim,
+)
 from medm2g_core.metrics.text_metrics import coco_scores, finding_scores, rouge_l
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SamplingConfig
@@ -48,7 +66,7 @@ from medm2g_core.sampling.generate import GenerateOptions, generate_images
 from medm2g_core.sampling.guides import image_guide
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.slices import cut, uncut
-from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_volume
+from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_samples
 from medm2g_core.vocabulary import EVAL_TASKS, MRI_CONTRASTS
 
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
@@ -74,6 +92,7 @@ class EvalOptions:
     sources: tuple[str, ...] = ("T2", "FLAIR")  # mri-synthesis
     target: str = "T1"  # mri-synthesis
     baseline_steps: int = 600  # training steps of the supervised UNet baseline
+    samples: int = 1  # volume translations: MedM2G's output is the mean of this many samples (>= 2: calibration)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -81,6 +100,8 @@ class EvalOptions:
         if self.baseline_steps < 1:
             raise InputError(f"baseline training steps must be at least 1; got {self.baseline_steps}",
                              option="baseline_steps")
+        if self.samples < 1:
+            raise InputError(f"the number of samples must be at least 1; got {self.samples}", option="samples")
         if self.cases is not None and self.cases < 1:
             raise InputError(f"the number of cases must be at least 1; got {self.cases}", option="cases")
         for contrast in (*self.sources, self.target):
@@ -157,6 +178,26 @@ def middle_slice(volume: Volume, resolution: int = 64) -> np.ndarray:
     return stack.images[len(stack.kept) // 2]
 
 
+def reformats(volume: Volume, resolution: int = 64) -> dict[str, np.ndarray]:
+    """The middle sagittal and coronal images of a volume in [-1, 1] (its own intensity map), superior up, with
+    square pixels (the slice thickness stretched), padded square at ``resolution``: the views a radiologist reads
+    a volume in besides the axial slices."""
+    data = intensity_map(volume.data, volume.modality).forward(canonical(volume))  # [x, y, z]
+    ornt = nib.orientations.io_orientation(volume.affine)
+    spacing = np.empty(3)
+    spacing[ornt[:, 0].astype(int)] = volume.spacing
+    views = {}
+    for plane, axis in (("sagittal", 0), ("coronal", 1)):
+        image = np.take(data, data.shape[axis] // 2, axis=axis).T[::-1]  # [z, in-plane], superior first
+        pixel = min(spacing[2], spacing[1 - axis])
+        size = (max(1, round(image.shape[0] * spacing[2] / pixel)), max(1, round(image.shape[1] * spacing[1 - axis]
+                                                                                 / pixel)))
+        square = F.interpolate(torch.from_numpy(image.copy())[None, None], size=size, mode="bilinear",
+                               align_corners=False)[0, 0].numpy()
+        views[plane] = square_resize(square, resolution, -1.0)
+    return views
+
+
 def _regressed(net, sources: list[Volume], target: str) -> Volume:
     """The supervised baseline's output on the first source's grid (its kept slices; the rest background)."""
     resolution = net.config.sample_size
@@ -175,7 +216,30 @@ def image_scores(made: Volume, truth: Volume) -> dict[str, float]:
     scores = volume_psnr_ssim(made, truth)
     if truth.modality == "CT":
         scores["mae_hu"] = float(np.abs(made.data - truth.data).mean())
-    return scores
+    return scores if truth.is_2d else scores | plane_scores(made, truth)
+
+
+def uncertainty_scores(made: Volume, deviation: Volume, truth: Volume) -> dict[str, float]:
+    """How well the samples' standard deviation ranks the mean's absolute error over the truth's foreground."""
+    inside = intensity_map(truth.data, truth.modality).forward(truth.data) > FOREGROUND
+    scores = calibration(deviation.data[inside], made.data[inside] - truth.data[inside])
+    return {"uncertainty_spearman": scores["spearman"], "uncertainty_ause": scores["ause"]}
+
+
+def uncertainty_slice(deviation: Volume, made: Volume, resolution: int = 64) -> np.ndarray:
+    """The uncertainty map at ``made``'s middle foreground slice (as :func:`middle_slice` shows it), in [-1, 1]:
+    no spread black, the map's 99.5th percentile white."""
+    stack = cut(made, resolution)
+    k = stack.kept[len(stack.kept) // 2]
+    top = float(np.percentile(deviation.data, 99.5)) or 1.0
+    data = deviation.data if deviation.is_2d else canonical(deviation)
+    return square_resize(np.clip(data[:, :, k] / top, 0, 1).T * 2 - 1, resolution, -1.0)
+
+
+def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the rows that have it (a volume too thin for a reformat's SSIM has none)."""
+    names = dict.fromkeys(name for row in rows for name in row)
+    return {name: float(np.mean([row[name] for row in rows if name in row])) for name in names}
 
 
 def _slices(volume: Volume, resolution: int) -> np.ndarray:
@@ -207,31 +271,45 @@ def _translation(
         for number, record in enumerate(records):
             sources = [read_volume(manifest.image_path(record, k)) for k in source_keys]
             truth = read_volume(manifest.image_path(record, target_key))
-            made = translate_volume(model, sources, TranslateOptions(target, contrast, options.sampling, seed))
-            scores = image_scores(made, truth)
+            made, deviation = translate_samples(model, sources, TranslateOptions(
+                target, contrast, options.sampling, seed, samples=options.samples))
+            scores = image_scores(made, truth) | (uncertainty_scores(made, deviation, truth) if options.samples > 1
+                                                  else {})
             per_seed.append(scores)
             made_slices.append(_slices(made, cache.resolution))
             if seed == 0:
                 result.add_case(MODEL, scores)
                 slices["truth"].append(_slices(truth, cache.resolution))
-                for method, volume in ((MEAN_SLICE, _flat(sources[0], mean_slice, target, sources)),
-                                       (SUPERVISED, _regressed(net, sources, target))):
+                made_by = {MEAN_SLICE: _flat(sources[0], mean_slice, target, sources),
+                           SUPERVISED: _regressed(net, sources, target)}
+                for method, volume in made_by.items():
                     baselines[method][record.id] = image_scores(volume, truth)
                     slices[method].append(_slices(volume, cache.resolution))
                     result.add_case(method, baselines[method][record.id])
                 if number < SAMPLES:
-                    result.samples.append(Sample(record.id, {
-                        "input": middle_slice(sources[0]), "output": middle_slice(made), "truth": middle_slice(truth)}))
+                    shown = {"input": middle_slice(sources[0]), "output": middle_slice(made),
+                             "truth": middle_slice(truth)}
+                    if options.samples > 1:
+                        shown["uncertainty"] = uncertainty_slice(deviation, made)
+                    result.samples.append(Sample(record.id, shown))
+                if number == 0 and not truth.is_2d:
+                    views = {name: reformats(volume) for name, volume in (
+                        ("input", sources[0]), ("output", made), ("truth", truth),
+                        ("UNet", made_by[SUPERVISED]))}
+                    result.samples += [Sample(f"{record.id} {plane}", {name: v[plane] for name, v in views.items()})
+                                       for plane in ("sagittal", "coronal")]
             if progress:
                 progress(seed * len(records) + number + 1, options.seeds * len(records))
         if seed == 0:
             real = domain_features(model, target, slices["truth"])
             domain = {m: fid(domain_features(model, target, slices[m]), real) for m in baselines}
-        result.add(MODEL, {k: np.mean([s[k] for s in per_seed]) for k in per_seed[0]}
-                   | {"fd_domain": fid(domain_features(model, target, made_slices), real)})
+        made_domain = fid(domain_features(model, target, made_slices), real)
+        result.add(MODEL, _mean_scores(per_seed) | {"fd_domain": made_domain})
         for method, values in baselines.items():  # deterministic once trained: the same value every seed
-            result.add(method, {k: np.mean([v[k] for v in values.values()]) for k in per_seed[0]}
-                       | {"fd_domain": domain[method]})
+            result.add(method, _mean_scores(list(values.values())) | {"fd_domain": domain[method]})
+    result.notes.append(f"axial/sagittal/coronal psnr and ssim: the mean over the images of that plane with "
+                        f"foreground; through_plane_error: mean |z-gradient error| between neighbouring axial "
+                        f"slices in {'HU' if target == 'ct' else 'the truth volume units'}")
     result.notes.append(f"fd_domain: Frechet distance of all foreground slices to the real ones in the model's "
                         f"aligned {target.upper()} encoder space (a network trained on {target.upper()})")
     return result

@@ -23,7 +23,7 @@ X-rays in medm2g's [0, 1] convention.
 import copy
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -94,6 +94,28 @@ def write_dicom_series(
         for number, dataset in enumerate(datasets, start=1):
             pydicom.dcmwrite(tmp / f"IM{number:0{width}d}.dcm", dataset, enforce_file_format=True)
     return Path(folder)
+
+
+def derived_from_series(volume: Volume, series: str | os.PathLike) -> Volume:
+    """``volume``, on the grid of the series :func:`write_dicom_series` wrote at ``series``, as a derivative of
+    that series: written, it joins the series' patient, study and frame of reference as a series of its own whose
+    slice k references the series' image k (an uncertainty map beside the synthetic image it describes)."""
+    files = sorted(Path(series).glob("IM*.dcm"))
+    if len(files) != volume.shape[2]:
+        raise InputError(f"{series} holds {len(files)} images; the derived volume has {volume.shape[2]} slices")
+    datasets = [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
+    first = datasets[0]
+
+    def texts(keywords: tuple[str, ...]) -> dict[str, str]:
+        return {key: str(first.get(key)) for key in keywords if first.get(key) is not None}
+
+    meta = replace(volume.meta, format="dicom", study_instance_uid=str(first.StudyInstanceUID),
+                   series_instance_uid=str(first.SeriesInstanceUID),
+                   frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")) or None,
+                   sop_class_uid=str(first.SOPClassUID), sop_instance_uids=[str(d.SOPInstanceUID) for d in datasets],
+                   patient=texts((*_TYPE2_PATIENT, "PatientComments")),
+                   study=texts((*_TYPE2_STUDY, "StudyDescription")))
+    return replace(volume, meta=meta)
 
 
 def dicom_datasets(volume: Volume, series_description: str | None = None) -> list[Dataset]:

@@ -138,10 +138,10 @@ def _integral(data: np.ndarray) -> bool:
 
 
 def description(volume: Volume) -> str:
-    """The 80-byte NIfTI description: says SYNTHETIC first for generated images."""
+    """The 80-byte NIfTI description: says SYNTHETIC first for generated images (and what a generated map shows)."""
     if volume.synthetic:
         model = volume.provenance.get("model", "medm2g")
-        text = f"SYNTHETIC image by {model} - not for diagnosis"
+        text = f"SYNTHETIC {volume.provenance.get('map', 'image')} by {model} - not for diagnosis"
     else:
         text = f"medm2g {medm2g_core.__version__} {volume.modality}"
     return text[:79]

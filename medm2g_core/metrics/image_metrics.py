@@ -6,6 +6,24 @@ CT window, MRI through the ground truth's robust percentile map, X-ray through i
 means the same on every input. PSNR over every voxel of the volume; SSIM (Gaussian window 11, sigma 1.5, Wang
 et al. 2004) per axial slice of the canonical volume, averaged. torchmetrics computes both.
 
+:func:`plane_scores` reads the same pair as a radiologist does, in three planes of the canonical volume (axial:
+one image per superior index, sagittal: per left-right index, coronal: per anterior-posterior index, on the voxel
+grid without resampling). Over every voxel a PSNR is the same in any plane, so a plane's PSNR is the mean of its
+images' PSNRs, and its SSIM the mean of their SSIMs (as :func:`ssim`), over the images whose foreground (the
+reference above -0.9 in normalised intensities, as the slicer's) covers at least 5 % of them; a plane whose
+images are thinner than the SSIM window (a volume of fewer than 11 slices, in sagittal and coronal) has no SSIM.
+The through-plane error is the mean absolute difference between the output's and the reference's change from
+one axial slice to the next, over the voxel pairs where the reference has foreground in either slice, in the
+reference's units (HU for CT; the normalised difference times the half-width of the reference's intensity map,
+so within the CT window, as everything the model makes). A translation that jumps between slices shows there,
+and in the sagittal and coronal scores, while each axial slice alone can look right.
+
+:func:`calibration` says whether a per-voxel uncertainty (the standard deviation of samples) points at the error:
+the Spearman rank correlation between the two over the given voxels, and the sparsification curve (the mean error
+left after removing the most uncertain share f of the voxels, f = 0, 0.01, ... 0.99) against the oracle curve
+(removing the largest errors first), with the area between them (AUSE, Ilg et al. 2018) in the error's units:
+0 when the uncertainty orders the voxels as their errors do.
+
 :func:`psnr`, :func:`ssim` and :func:`ms_ssim` score batches of 2-D images [N, H, W] with torchmetrics and
 average the per-image values. SSIM uses the same Gaussian window and averages the SSIM map over the pixels whose
 window lies inside the image, as Wang et al. and scikit-image do (torchmetrics' own mean, which the volume
@@ -39,6 +57,7 @@ import numpy as np
 import scipy.io
 import scipy.ndimage
 import scipy.special
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -56,6 +75,9 @@ MS_SSIM_MIN_SIZE = 176  # the coarsest scale (1/16) must hold the window
 INCEPTION_SIZE = 299
 NIQE_PATCH = 96
 EVAL_INSTALL = "pip install 'medm2g[eval]'"
+FOREGROUND = -0.9  # normalised intensity above which a voxel is foreground (the slicer's threshold)
+MIN_FOREGROUND = 0.05  # share of an image's pixels that must be foreground for the image to be scored
+PLANES = {"axial": 2, "sagittal": 0, "coronal": 1}  # canonical (RAS) axis each plane's images are cut along
 
 
 def _normalised(volume: Volume, reference: Volume) -> np.ndarray:
@@ -64,17 +86,69 @@ def _normalised(volume: Volume, reference: Volume) -> np.ndarray:
     return intensity_map(reference.data, modality).forward(data)
 
 
-def volume_psnr_ssim(output: Volume, reference: Volume) -> dict[str, float]:
-    """{"psnr": dB over every voxel, "ssim": mean over axial slices (as :func:`ssim`)} of ``output`` against
-    ``reference`` on the same grid, in the reference's normalised intensities."""
+def _same_grid(output: Volume, reference: Volume) -> None:
     if output.shape != reference.shape or not np.allclose(output.affine, reference.affine, atol=1e-4):
         raise InputError(f"the reference must be on the output's grid: shapes {reference.shape} vs {output.shape}, "
                          "or the affines differ")
+
+
+def volume_psnr_ssim(output: Volume, reference: Volume) -> dict[str, float]:
+    """{"psnr": dB over every voxel, "ssim": mean over axial slices (as :func:`ssim`)} of ``output`` against
+    ``reference`` on the same grid, in the reference's normalised intensities."""
+    _same_grid(output, reference)
     x = np.moveaxis(_normalised(output, reference), 2, 0)  # [K, I, J]
     y = np.moveaxis(_normalised(reference, reference), 2, 0)
     a, b = _pair(x, y, DATA_RANGE, SSIM_WINDOW)
     volume_psnr = peak_signal_noise_ratio(a, b, data_range=DATA_RANGE)
     return {"psnr": float(volume_psnr), "ssim": float(_valid_ssim(a, b, DATA_RANGE).mean())}
+
+
+def plane_scores(output: Volume, reference: Volume) -> dict[str, float]:
+    """``{plane}_psnr`` and ``{plane}_ssim`` for the axial, sagittal and coronal images of ``output`` against
+    ``reference`` on the same grid, and ``through_plane_error`` in the reference's units (see the module)."""
+    _same_grid(output, reference)
+    if reference.is_2d:
+        raise InputError("plane scores need a volume; the reference is a single image")
+    mapping = intensity_map(reference.data, reference.modality if reference.modality in ("CT", "MR") else "XRAY")
+    x, y = mapping.forward(canonical(output)), mapping.forward(canonical(reference))
+    scores: dict[str, float] = {}
+    for plane, axis in PLANES.items():
+        a, b = np.moveaxis(x, axis, 0), np.moveaxis(y, axis, 0)  # [N, H, W]: the plane's images
+        keep = (b > FOREGROUND).mean(axis=(1, 2)) >= MIN_FOREGROUND
+        if not keep.any():
+            raise InputError(f"the reference has no {plane} image with foreground")
+        scores[f"{plane}_psnr"] = psnr(a[keep], b[keep], DATA_RANGE)
+        if min(a.shape[1:]) >= SSIM_WINDOW:
+            scores[f"{plane}_ssim"] = ssim(a[keep], b[keep], DATA_RANGE)
+    foreground = y > FOREGROUND
+    pairs = foreground[:, :, 1:] | foreground[:, :, :-1]
+    if not pairs.any():
+        raise InputError("the reference has no foreground in two neighbouring axial slices")
+    difference = np.abs(np.diff(x.astype(np.float64), axis=2) - np.diff(y.astype(np.float64), axis=2))
+    scores["through_plane_error"] = float(difference[pairs].mean() * (mapping.high - mapping.low) / DATA_RANGE)
+    return scores
+
+
+def calibration(uncertainty: np.ndarray, error: np.ndarray) -> dict[str, float | list[float]]:
+    """{"spearman", "ause", "sparsification", "oracle"} of a per-voxel uncertainty against the absolute error, both
+    arrays of one shape (e.g. the foreground voxels of a volume)."""
+    u, e = np.ravel(uncertainty).astype(np.float64), np.abs(np.ravel(error)).astype(np.float64)
+    if u.shape != e.shape or len(u) < 2:
+        raise InputError(f"uncertainty and error must hold the same two or more voxels; got {u.shape} and {e.shape}")
+    if not (np.isfinite(u).all() and np.isfinite(e).all()):
+        raise InputError("uncertainty or error holds NaN or infinite values")
+    fractions = np.arange(100) / 100
+
+    def curve(order: np.ndarray) -> np.ndarray:
+        tail = np.cumsum(e[order][::-1])[::-1]  # sum of the errors from position i on
+        starts = (fractions * len(e)).astype(int)
+        return tail[starts] / (len(e) - starts)
+
+    by_uncertainty = curve(np.argsort(-u, kind="stable"))
+    oracle = curve(np.argsort(-e, kind="stable"))
+    rho = scipy.stats.spearmanr(u, e).statistic if u.std() and e.std() else float("nan")
+    return {"spearman": float(rho), "ause": float(np.trapezoid(by_uncertainty - oracle, fractions)),
+            "sparsification": by_uncertainty.tolist(), "oracle": oracle.tolist()}
 
 
 def _batch(images: np.ndarray | torch.Tensor, name: str, channels: bool = False) -> torch.Tensor:

@@ -11,6 +11,12 @@ of that CT (a noise-free DRR, :mod:`medm2g_core.phantoms.drr`) which the X-ray d
 an MRI volume, a single CT slice or a CT slab too thin to project (:func:`covers_film`) gives one guided by its
 middle slice.
 Every slice has its own random generator (seed, slice index), so the result does not depend on the batch size.
+
+Several samples (``samples`` N, seeds SEED .. SEED+N-1) are drawn together: each batch holds every sample of its
+slices, so one network pass per denoising step serves all N (the slices per batch shrink to ``batch_size // N``).
+The output is their voxel-wise mean, and :func:`translate_samples` also gives their voxel-wise standard deviation
+on the output's grid in the output's units (HU for CT): where the model is unsure, its samples disagree. One sample
+is the output of that seed alone, as before samples existed.
 """
 
 import math
@@ -54,6 +60,7 @@ class TranslateOptions:
     seed: int = 0
     batch_size: int = 32  # slices per batch (x2 with guidance)
     drr_strength: float = DRR_STRENGTH  # CT volume -> X-ray: share of the schedule the denoiser redraws the DRR
+    samples: int = 1  # samples drawn (seeds seed .. seed + samples - 1); the output is their mean
 
     def __post_init__(self) -> None:  # any spelling of the names (CT, Mri, t1ce, flair) is taken
         object.__setattr__(self, "target", canonical_target(self.target))
@@ -71,6 +78,13 @@ class TranslateOptions:
             raise InputError(f"batch size must be at least 1; got {self.batch_size}", option="batch_size")
         if not 0.0 < self.drr_strength <= 1.0:
             raise InputError(f"DRR strength must be within (0, 1]; got {self.drr_strength}", option="drr_strength")
+        if self.samples < 1:
+            raise InputError(f"the number of samples must be at least 1; got {self.samples}", option="samples")
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each sample."""
+        return [self.seed + n for n in range(self.samples)]
 
 
 def assume_modality(volume: Volume) -> Volume:
@@ -133,8 +147,20 @@ def translate_volume(
     model: MedM2G, sources: list[Volume], options: TranslateOptions,
     progress: Callable[[int, int], None] | None = None,
 ) -> Volume:
-    """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic.
-    ``progress(done, total)`` counts denoising steps over all batches of slices."""
+    """The target image of ``sources`` (one volume, or several MRI contrasts on one grid), marked synthetic: the
+    mean of ``options.samples`` samples. ``progress(done, total)`` counts denoising steps over all batches."""
+    return translate_samples(model, sources, options, progress)[0]
+
+
+def translate_samples(
+    model: MedM2G, sources: list[Volume], options: TranslateOptions,
+    progress: Callable[[int, int], None] | None = None, seeds: list[int] | None = None,
+) -> tuple[Volume, Volume]:
+    """The mean of the samples of ``seeds`` (default ``options.seeds``) and their per-voxel standard deviation, on
+    the output's grid in its units (zero everywhere for one sample)."""
+    seeds = options.seeds if seeds is None else list(seeds)
+    if not seeds:
+        raise InputError("give at least one seed to sample with", option="samples")
     source = check_sources(sources)
     contrasts = [v.contrast for v in sources]
     resolution = image_resolution(model)
@@ -143,21 +169,44 @@ def translate_volume(
     if any(not np.array_equal(s.kept, kept) for s in stacks[1:]):
         stacks = [replace(s, images=s.images[np.isin(s.kept, kept)], kept=kept) for s in stacks]
     if options.target == "xray" and source == "ct" and covers_film(sources[0]):
-        return drr_radiograph(model, sources[0], options, progress)
+        return spread(drr_radiographs(model, sources[0], options, seeds, progress))
     if options.target == "xray":
         middle = [len(kept) // 2]
-        images = [s.images[middle] for s in stacks]
-        out = translate_slices(model, images, source, options, _generators(options.seed, kept[middle]), progress,
-                               contrasts)
-        return _radiograph(out[0], sources[0], model, options)
-    outputs, starts = [], range(0, len(kept), options.batch_size)
+        images = [np.concatenate([s.images[middle]] * len(seeds)) for s in stacks]
+        out = translate_slices(model, images, source, options, _seeded(seeds, kept[middle]), progress, contrasts)
+        return spread([_radiograph(film, sources[0], model, options) for film in out])
+    outputs, per_batch = [], max(1, options.batch_size // len(seeds))
+    starts = range(0, len(kept), per_batch)
     steps = options.sampling.steps
     for number, start in enumerate(starts):
-        rows = slice(start, start + options.batch_size)
-        outputs.append(translate_slices(model, [s.images[rows] for s in stacks], source, options,
-                                        _generators(options.seed, kept[rows]), _steps(progress, number, len(starts),
-                                                                                      steps), contrasts))
-    return _on_grid(np.concatenate(outputs), stacks[0], sources, model, options)
+        rows = slice(start, start + per_batch)
+        made = translate_slices(model, [np.concatenate([s.images[rows]] * len(seeds)) for s in stacks], source, options,
+                                _seeded(seeds, kept[rows]), _steps(progress, number, len(starts), steps), contrasts)
+        outputs.append(made.reshape(len(seeds), -1, *made.shape[1:]))  # [N, slices, R, R]: sample-major rows
+    images = np.concatenate(outputs, axis=1)
+    return spread([_on_grid(sample, stacks[0], sources, model, options) for sample in images])
+
+
+def _seeded(seeds: list[int], indices: np.ndarray) -> list[torch.Generator]:
+    """The generators of every sample's slices, sample-major (the rows of a batch holding all samples)."""
+    return [generator for seed in seeds for generator in _generators(seed, indices)]
+
+
+def spread(samples: list[Volume]) -> tuple[Volume, Volume]:
+    """The voxel-wise mean of samples on one grid (marked with their count) and their standard deviation, a
+    synthetic volume of the same modality and units whose description says what it is."""
+    data = np.stack([v.data for v in samples]).astype(np.float64)
+    first = samples[0]
+    count = {"samples": str(len(samples))} if len(samples) > 1 else {}
+    mean = first.with_data(data.mean(axis=0).astype(np.float32), provenance=first.provenance | count)
+    std = data.std(axis=0).astype(np.float32)
+    top = float(np.percentile(std, 99.5)) or None  # shown black (0) to white (the 99.5th percentile)
+    description = f"SYNTHETIC uncertainty: std of {len(samples)} samples, {first.units}"
+    meta = replace(first.meta, series_description=description, notes=[*first.meta.notes, description],
+                   window_center=top and top / 2, window_width=top)
+    deviation = first.with_data(std, meta=meta, provenance=first.provenance | count
+                                | {"map": f"uncertainty (std of {len(samples)} samples, {first.units})"})
+    return mean, deviation
 
 
 def detector_of(ct: Volume) -> float:
@@ -185,16 +234,16 @@ def plain_drr(ct: Volume) -> Volume:
                body_part="SKULL" if detector == SKULL_DETECTOR_MM else "CHEST")
 
 
-def drr_radiograph(model: MedM2G, ct: Volume, options: TranslateOptions,
-                   progress: Callable[[int, int], None] | None = None) -> Volume:
-    """A frontal radiograph of this CT: its DRR, redrawn by the X-ray denoiser over the last
+def drr_radiographs(model: MedM2G, ct: Volume, options: TranslateOptions, seeds: list[int],
+                    progress: Callable[[int, int], None] | None = None) -> list[Volume]:
+    """Frontal radiographs of this CT, one per seed: its DRR, redrawn by the X-ray denoiser over the last
     ``options.drr_strength`` of the schedule (1.0 keeps nothing of the DRR but what the noise leaves)."""
     stack = cut(plain_drr(ct), image_resolution(model))
     guide = image_guide(model, "xray", torch.from_numpy(stack.images))
-    latents = refine(model, "xray", guide.latent, options.sampling, _generators(options.seed, np.zeros(1)),
-                     options.drr_strength, progress)
-    image = decode_images(model, latents).cpu().numpy()[0]
-    return _radiograph(image, ct, model, options, detector_of(ct))
+    latents = refine(model, "xray", guide.latent.repeat(len(seeds), *[1] * (guide.latent.ndim - 1)), options.sampling,
+                     _seeded(seeds, np.zeros(1)), options.drr_strength, progress)
+    images = decode_images(model, latents).cpu().numpy()
+    return [_radiograph(image, ct, model, options, detector_of(ct)) for image in images]
 
 
 def _steps(progress: Callable[[int, int], None] | None, batch: int, batches: int, steps: int,

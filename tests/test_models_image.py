@@ -10,7 +10,6 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 
 from medm2g_core.errors import InputError, ModelError, OutputExistsError
 from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, adapt_pretrained_unet
-from medm2g_core.models.image_denoiser import with_global_path as image_with_global_path
 from medm2g_core.models.image_vae import (
     ImageVAEConfig,
     adapt_pretrained_vae,
@@ -18,11 +17,10 @@ from medm2g_core.models.image_vae import (
     latent_means,
     measure_scaling_factor,
 )
-from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G
+from medm2g_core.models.medm2g import MODEL_INDEX, MedM2G, with_global_path
 from medm2g_core.models.sampler import SamplingConfig, Stream, make_scheduler, sample
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.models.text_denoiser import TextDenoiser, TextDenoiserConfig
-from medm2g_core.models.text_denoiser import with_global_path as text_with_global_path
 from medm2g_core.training.image_ldm_stage import PREVIEWS_PER_LABEL, ImageLDMStage
 from medm2g_core.vocabulary import MRI_CONTRASTS
 
@@ -134,7 +132,7 @@ def test_the_zero_initialised_global_path_starts_as_the_denoiser_and_then_reads_
     """A guided copy computes exactly what its denoiser computes until the global path's LayerNorm moves; then a
     different context (pooled into the timestep embedding) changes the output even without cross-attention."""
     base = request.getfixturevalue("denoiser" if kind == "image" else "text_denoiser").eval()
-    copy = (image_with_global_path if kind == "image" else text_with_global_path)(base).eval()
+    copy = with_global_path(base).eval()
     assert copy.config.global_condition and not base.config.global_condition
     torch.manual_seed(3)
     width = base.config.cross_attention_dim
@@ -151,7 +149,7 @@ def test_the_zero_initialised_global_path_starts_as_the_denoiser_and_then_reads_
             module.to_out[0].bias.zero_()
         assert not torch.allclose(copy(latents, t, context), copy(latents, t, other), atol=1e-5)
     with pytest.raises(ValueError, match="already has a global path"):
-        (image_with_global_path if kind == "image" else text_with_global_path)(copy)
+        with_global_path(copy)
 
 
 def test_adapt_pretrained_unet_keeps_what_fits(tmp_path):

@@ -22,7 +22,8 @@ convolution with zero weights for them, so it starts out computing exactly what 
 Global path (``global_condition``, our extension for report -> X-ray, docs/METHOD.md): the context tokens are also
 pooled into one vector added to the timestep embedding (diffusers' ``addition_embed_type="text"``:
 ``TextTimeEmbedding``), so a report steers every resnet block, not only the cross-attention queries.
-:func:`with_global_path` copies a trained denoiser with that path's output LayerNorm zeroed (unchanged output).
+:func:`~medm2g_core.models.medm2g.with_global_path` copies a trained denoiser with that path's output LayerNorm
+zeroed (unchanged output).
 """
 
 import os
@@ -70,6 +71,8 @@ def _block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 class ImageDenoiser(ModelMixin, ConfigMixin):
     """UNet2DConditionModel + a learned null context; build it with ``ImageDenoiser(**asdict(config))``."""
+
+    GLOBAL_PATH = "unet.add_embedding"  # the global path's module (models.medm2g.with_global_path)
 
     @register_to_config
     def __init__(
@@ -147,21 +150,6 @@ def with_spatial_path(denoiser: ImageDenoiser, channels: int) -> ImageDenoiser:
     new[:, :old.shape[1]] = old
     widened.load_state_dict({**state, "unet.conv_in.weight": new})
     return widened.to(denoiser.device, denoiser.dtype)
-
-
-@torch.no_grad()
-def with_global_path(denoiser: ImageDenoiser) -> ImageDenoiser:
-    """A copy of ``denoiser`` with the global path, its output LayerNorm zero: it starts as ``denoiser``."""
-    if denoiser.config.global_condition:
-        raise ValueError("the denoiser already has a global path")
-    config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
-    copy = ImageDenoiser(**{**config, "global_condition": True})
-    missing = copy.load_state_dict(denoiser.state_dict(), strict=False).missing_keys
-    if any(not key.startswith("unet.add_embedding.") for key in missing):
-        raise ValueError(f"unexpected missing weights in the copy: {missing}")
-    nn.init.zeros_(copy.unet.add_embedding.norm2.weight)
-    nn.init.zeros_(copy.unet.add_embedding.norm2.bias)
-    return copy.to(denoiser.device)  # float32, as every stage trains
 
 
 def coordinates(latents: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,24 @@ def export_component(component: Any, folder: str | os.PathLike) -> Path:
     return Path(folder)
 
 
+@torch.no_grad()
+def with_global_path(denoiser: ModelMixin) -> ModelMixin:
+    """A copy of an image or text denoiser with the global path (its class names the path's module in
+    ``GLOBAL_PATH``), the path's output LayerNorm zero: the copy starts computing exactly what ``denoiser`` does."""
+    if denoiser.config.global_condition:
+        raise ValueError("the denoiser already has a global path")
+    config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
+    copy = type(denoiser)(**{**config, "global_condition": True})
+    path = type(denoiser).GLOBAL_PATH
+    missing = copy.load_state_dict(denoiser.state_dict(), strict=False).missing_keys
+    if any(not key.startswith(f"{path}.") for key in missing):
+        raise ValueError(f"unexpected missing weights in the copy: {missing}")
+    norm = copy.get_submodule(f"{path}.norm2")
+    nn.init.zeros_(norm.weight)
+    nn.init.zeros_(norm.bias)
+    return copy.to(denoiser.device)  # float32, as every stage trains
+
+
 def _load_component(component_class: type, folder: Path) -> Any:
     try:
         if issubclass(component_class, ModelMixin):

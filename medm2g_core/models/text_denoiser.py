@@ -10,8 +10,8 @@ a learned null context stands in when no condition is given, and cross-guided tr
 Global path (``global_condition``, our extension for guided reports, docs/METHOD.md): the context tokens are also
 pooled into one vector (diffusers' ``TextTimeEmbedding``: attention pooling, a projection and a LayerNorm) that is
 added to the timestep embedding, so the guide modulates every block (adaLN), as a class label does in DiT,
-besides being read through cross-attention. :func:`with_global_path` copies a trained denoiser with that path's
-output LayerNorm zeroed: the copy starts out computing exactly what the original computes.
+besides being read through cross-attention. :func:`~medm2g_core.models.medm2g.with_global_path` copies a trained
+denoiser with that path's output LayerNorm zeroed: the copy starts out computing exactly what the original computes.
 """
 
 from dataclasses import dataclass
@@ -40,6 +40,8 @@ class TextDenoiserConfig:
 
 class TextDenoiser(ModelMixin, ConfigMixin):
     """Build it with ``TextDenoiser(**asdict(config))``."""
+
+    GLOBAL_PATH = "global_embedding"  # the global path's module (models.medm2g.with_global_path)
 
     @register_to_config
     def __init__(
@@ -99,18 +101,3 @@ class TextDenoiser(ModelMixin, ConfigMixin):
     def cross_attention_parameters(self) -> list[nn.Parameter]:
         """The parameters of every cross-attention sub-layer (``attn2``): what cross-guided training updates."""
         return [p for block in self.blocks for p in block.attn2.parameters()]
-
-
-@torch.no_grad()
-def with_global_path(denoiser: TextDenoiser) -> TextDenoiser:
-    """A copy of ``denoiser`` with the global path, its output LayerNorm zero: it starts as ``denoiser``."""
-    if denoiser.config.global_condition:
-        raise ValueError("the denoiser already has a global path")
-    config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
-    copy = TextDenoiser(**{**config, "global_condition": True})
-    missing = copy.load_state_dict(denoiser.state_dict(), strict=False).missing_keys
-    if any(not key.startswith("global_embedding.") for key in missing):
-        raise ValueError(f"unexpected missing weights in the copy: {missing}")
-    nn.init.zeros_(copy.global_embedding.norm2.weight)
-    nn.init.zeros_(copy.global_embedding.norm2.bias)
-    return copy.to(denoiser.device)  # float32, as every stage trains

@@ -6,7 +6,7 @@ denoisers. Measured on the phantom world that is not enough: reports hardly depe
 films hardly on the report, and a chest report drew a brain CT about as often as a chest one (BENCHMARKS.md). This
 round trains ``guided_text``, ``guided_xray`` and ``guided_ct``: copies of the text, X-ray and CT denoisers with a
 *global path* (the guide's context tokens pooled into one vector added to the timestep embedding, so the guide
-modulates every block; :func:`~medm2g_core.models.text_denoiser.with_global_path`), and ``guided_context_xray``
+modulates every block; :func:`~medm2g_core.models.medm2g.with_global_path`), and ``guided_context_xray``
 and ``guided_context_text``: copies of the context encoders V_xray and V_text that read the guides for them (the
 report's copy feeds both image copies), clean (t_B = 0) as translation reads them. Directions: text guided by the
 film, X-ray and CT guided by the report. Every weight of the copies trains; they start as the components they come
@@ -25,10 +25,8 @@ from torch import nn
 
 from medm2g_core.data.cache import Cache
 from medm2g_core.errors import InputError
-from medm2g_core.models.image_denoiser import with_global_path as image_with_global_path
-from medm2g_core.models.medm2g import MedM2G, export_component
+from medm2g_core.models.medm2g import MedM2G, export_component, with_global_path
 from medm2g_core.models.schedule import DiffusionConfig
-from medm2g_core.models.text_denoiser import with_global_path as text_with_global_path
 from medm2g_core.training.cross_stage import CrossRecipe, CrossStage
 from medm2g_core.training.pairs import Store
 from medm2g_core.training.stage import OptimConfig
@@ -73,9 +71,8 @@ class ReportStage(CrossStage):
         self.name = f"cross-{REPORT_ROUND}"
         self.sides = TARGETS
         self.prompt_encoders = {m: model[f"prompt_encoder_{m}"].eval().requires_grad_(False) for m in TARGETS}
-        copies = {"text": text_with_global_path, "xray": image_with_global_path, "ct": image_with_global_path}
-        self.denoisers = {m: model[f"guided_{m}"] if f"guided_{m}" in model else copies[m](model[f"denoiser_{m}"])
-                          for m in TARGETS}
+        self.denoisers = {m: model[f"guided_{m}"] if f"guided_{m}" in model
+                          else with_global_path(model[f"denoiser_{m}"]) for m in TARGETS}
         self.context = {m: model[f"guided_context_{m}"] if f"guided_context_{m}" in model
                         else copy.deepcopy(model[f"context_encoder_{m}"]) for m in GUIDES}
         for module in (*self.denoisers.values(), *self.context.values()):

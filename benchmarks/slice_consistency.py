@@ -9,6 +9,8 @@ Writes each task's results and page under ``--out`` and a table to BENCHMARKS.md
     medm2g prepare phantom --cases 60 --seed 0 --out /tmp/vol/world --workers 1
     medm2g prepare cache /tmp/vol/world --out /tmp/vol/cache --resolution 64
     python benchmarks/slice_consistency.py --data /tmp/vol/cache --out /tmp/vol/runs --cases 4 --seeds 1 --write
+
+MedM2G appears once per ``--slice-noise`` mode (default: shared and independent), the baselines once.
 """
 
 import argparse
@@ -22,7 +24,7 @@ from bench_report import write_section
 from medm2g_core.data.cache import Cache
 from medm2g_core.data.manifest import read_manifest
 from medm2g_core.evaluation.results_page import write_results
-from medm2g_core.evaluation.tasks import EvalOptions, TaskResult, evaluate
+from medm2g_core.evaluation.tasks import MODEL, EvalOptions, TaskResult, evaluate
 from medm2g_core.hub import load_model
 from medm2g_core.models.sampler import SamplingConfig
 
@@ -30,10 +32,14 @@ SECTION = "## Slice consistency of volume translations (slice_consistency.py)"
 PLANES = ("axial", "sagittal", "coronal")
 
 
-def table(result: TaskResult, units: str) -> list[str]:
-    """One row per method: PSNR and SSIM per plane, the reformats' PSNR gap to axial, the through-plane error."""
-    summary = result.summary()
-    lines = [f"**{result.task}** ({result.cases} test cases)", "",
+def table(results: dict[str, TaskResult], units: str) -> list[str]:
+    """One row per method: PSNR and SSIM per plane, the reformats' PSNR gap to axial, the through-plane error.
+    ``results`` holds one evaluation per slice-noise mode: MedM2G once per mode, the baselines (the same in every
+    run: they do not sample) from the first."""
+    first = next(iter(results.values()))
+    summary = {f"{MODEL}, {mode} noise": result.summary()[MODEL] for mode, result in results.items()}
+    summary |= {method: row for method, row in first.summary().items() if method != MODEL}
+    lines = [f"**{first.task}** ({first.cases} test cases)", "",
              "| method | " + " | ".join(f"{p} PSNR / SSIM" for p in PLANES)
              + f" | sagittal, coronal - axial PSNR (dB) | through-plane error ({units}) |", "|---" * 6 + "|"]
     for method, row in summary.items():
@@ -54,29 +60,35 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--tasks", default="mri-to-ct,mri-synthesis")
+    parser.add_argument("--slice-noise", default="shared,independent", help="MedM2G's slice-noise modes to compare")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     model = load_model(args.model, device="cpu")
     cache = Cache.open(args.data)
     manifest = read_manifest(cache.index["manifest"])
     command = (f"python benchmarks/slice_consistency.py --data {args.data} --out {args.out} --cases {args.cases} "
-               f"--seeds {args.seeds} --steps {args.steps} --tasks {args.tasks}" + " --write" * args.write)
+               f"--seeds {args.seeds} --steps {args.steps} --tasks {args.tasks} --slice-noise {args.slice_noise}"
+               + " --write" * args.write)
     lines, timings = [], []
     for task in args.tasks.split(","):
-        started = time.perf_counter()
-        result = evaluate(task, model, manifest, cache,
-                          EvalOptions("test", args.cases, args.seeds, SamplingConfig(steps=args.steps)))
-        timings.append(f"{task} {time.perf_counter() - started:.0f} s")
-        write_results(result, args.out / task, command)
-        lines += table(result, "HU" if task == "mri-to-ct" else "a.u. of the truth")
+        results = {}
+        for mode in args.slice_noise.split(","):
+            started = time.perf_counter()
+            results[mode] = evaluate(task, model, manifest, cache, EvalOptions(
+                "test", args.cases, args.seeds, SamplingConfig(steps=args.steps), slice_noise=mode))
+            timings.append(f"{task} ({mode}) {time.perf_counter() - started:.0f} s")
+            write_results(results[mode], args.out / f"{task}-{mode}", command)
+        lines += table(results, "HU" if task == "mri-to-ct" else "a.u. of the truth")
         print("\n".join(lines), flush=True)
     body = "\n".join(lines) + (
         f"\nPSNR and SSIM per plane: the mean over that plane's images with foreground, in the target's normalised "
         f"intensities (so a plane's PSNR differs from the volume PSNR of quality.py); SSIM needs 11 pixels a side. "
-        f"Model: {model.info.get('model_id')}, DDIM {args.steps} steps, eta 1, guidance 2, seeds 0..{args.seeds - 1} "
-        f"(mean over seeds; baselines are deterministic); mri-synthesis is T2 + FLAIR -> T1. {platform.machine()}, "
+        f"Model: {model.info.get('model_id')}, DDIM {args.steps} steps, eta 1, the flows' guidance, seeds "
+        f"0..{args.seeds - 1} (mean over seeds; baselines are deterministic); mri-synthesis is T2 + FLAIR -> T1. "
+        f"{platform.machine()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {', '.join(timings)}. Pages with the first "
-        "case's sagittal and coronal reformats: `OUT/<task>/index.html`.")
+        "case's sagittal and coronal reformats: `OUT/<task>-<mode>/index.html`. Shared noise: one noise draw "
+        "(initial latent and every step's) for all slices of a volume; independent: a draw per slice.")
     if args.write:
         write_section(SECTION, body, command)
 

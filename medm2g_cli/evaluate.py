@@ -79,6 +79,8 @@ def evaluate_command(
     samples: int = typer.Option(1, "--samples", help="mri-to-ct, mri-synthesis: MedM2G's output is the mean of N "
                                 "samples; with N >= 2 also the calibration of their per-voxel standard deviation "
                                 "(rank correlation with the error, AUSE) and uncertainty maps beside error maps."),
+    slice_noise: str = typer.Option("shared", "--slice-noise", help="mri-to-ct, mri-synthesis: shared (one noise "
+                                    "for all slices of a volume, the default) or independent (one per slice)."),
     variant: list[str] = typer.Option([], "--variant", help="ablation: NAME=MODEL, repeated; the variants trained with "
                                       "the CA/LCAG/VI switches (`medm2g train align --no-ca`, `train cross "
                                       "--no-lcag`, ...). The first is the reference of the added parameters."),
@@ -107,7 +109,7 @@ def evaluate_command(
     if variant and task != "ablation":
         raise InputError("--variant is for the ablation task; the other tasks take one --model")
     options = EvalOptions(split, cases, seeds, SamplingConfig(steps=steps, guidance=guidance),
-                          tuple(s.strip() for s in sources.split(",")), target, baseline_steps, samples)
+                          tuple(s.strip() for s in sources.split(",")), target, baseline_steps, samples, slice_noise)
     variants = _variants(variant, model) if task == "ablation" else {"model": open_model(model)}
     cache = _cache(data, out, image_resolution(next(iter(variants.values()))))
     manifest = read_manifest(cache.index["manifest"])

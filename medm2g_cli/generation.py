@@ -93,6 +93,9 @@ def translate(
                                             "samples' per-voxel standard deviation (HU for CT) on the output's grid: "
                                             ".nii/.nii.gz, or a folder name for a DICOM series (synthetic, derived; "
                                             "beside a DICOM output it references it)."),
+    slice_noise: str = typer.Option("shared", "--slice-noise", help="shared: every slice of a volume starts from and "
+                                    "is driven by the same noise, so the volume is consistent in sagittal and "
+                                    "coronal views (default); independent: a noise of its own for each slice."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Also write OUT.png (a montage)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     json_output: bool = typer.Option(False, "--json", help="Print the output paths and metrics as JSON (with "
@@ -109,10 +112,11 @@ def translate(
     from medm2g_core.sampling.translate import TranslateOptions
 
     options = TranslateOptions(to, _mri_contrast(to, contrast), sampling_config(steps, eta, guidance, scheduler), seed,
-                               batch_size, drr_strength, samples)
+                               batch_size, drr_strength, samples, slice_noise)
     job = app.TranslateJob(options, modality, preview, overwrite, arguments={
         "to": options.target, "contrast": options.contrast, "steps": steps, "eta": eta, "guidance": guidance,
         "scheduler": scheduler, "batch_size": batch_size, "drr_strength": drr_strength, "samples": samples,
+        "slice_noise": options.slice_noise,
         "uncertainty": None if uncertainty is None else str(uncertainty)}, uncertainty=uncertainty)
     if batch:
         if len(inputs) != 1 or reference is not None or uncertainty is not None:
@@ -184,12 +188,16 @@ def report(
     redraws: int = typer.Option(REPORT_REDRAWS, "--redraws", help="Draw a report again (new seed) while it states "
                                 "and negates one finding, or names a finding of the other anatomy (chest vs "
                                 "brain, when the image says its body part); a report still failing says so."),
+    samples: int = typer.Option(1, "--samples", help="Draw this many reports for each one written and write the "
+                                "most typical, with the share of the samples that state each finding (how sure "
+                                "the model is of it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     json_output: bool = typer.Option(False, "--json", help="Print the report(s) as JSON lines."),
 ) -> None:
     """Write a radiology report for an image. Always AI-generated and unverified: never a diagnosis.
 
-    Examples: `medm2g report xray.dcm`, `medm2g report chest.png --n 3 --out reports.json`.
+    Examples: `medm2g report xray.dcm`, `medm2g report chest.png --n 3 --out reports.json`,
+    `medm2g report xray.dcm --samples 8` (with the share of 8 samples stating each finding).
     """
     from medm2g_core.apps.report import REPORT_SUFFIXES, read_image, report_file
     from medm2g_core.sampling.report import ReportOptions
@@ -198,11 +206,11 @@ def report(
         raise InputError(f"--out {out}: use a .txt or .json file")
     volume = read_image(image, modality, out, overwrite)
     options = ReportOptions(sampling_config(steps, eta, guidance, scheduler), seed, n, num_beams=beams,
-                            redraws=redraws)
+                            redraws=redraws, samples=samples)
     medm2g = open_model(model)
     reports = report_file(medm2g, image, volume, options, out, overwrite, _device(), {
         "n": n, "steps": steps, "eta": eta, "guidance": guidance, "scheduler": scheduler, "beams": beams,
-        "redraws": redraws})
+        "redraws": redraws, "samples": samples})
     if json_output:
         for item in reports:
             console.emit_json_line(item.as_json())

@@ -63,39 +63,44 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
 
 
 def translate(images: Image | Sequence[Image], to: str, contrast: str | None = None, model: ModelSpec = None,
-              steps: int = 50, guidance: float = 2.0, eta: float = 1.0, scheduler: str = "ddim", seed: int = 0,
-              batch_size: int = 32, drr_strength: float = DRR_STRENGTH,
-              progress: Callable[[int, int], None] | None = None, samples: int = 1) -> Volume:
+              steps: int = 50, guidance: float | None = None, eta: float = 1.0, scheduler: str = "ddim",
+              seed: int = 0, batch_size: int = 32, drr_strength: float = DRR_STRENGTH,
+              progress: Callable[[int, int], None] | None = None, samples: int = 1,
+              slice_noise: str = "shared") -> Volume:
     """Translate to ``to`` (ct, mri, xray) on the input's exact grid (CT in HU); ``contrast`` names the MRI
     target (T1 when ``to="mri"`` and none is given). Several MRI contrasts of one grid are used together. A CT
     volume's X-ray starts from the CT's projection, of which the model redraws ``drr_strength`` (0-1].
     ``samples`` > 1 returns the mean of that many samples (seeds ``seed`` ..), denoised together
     (``medm2g_core.sampling.translate.translate_samples`` also gives their per-voxel standard deviation).
-    ``progress(done, total)`` is called per denoising step."""
+    ``slice_noise`` "shared" (one noise for all slices: consistent in sagittal and coronal views) or
+    "independent" (one per slice). ``guidance`` None is each flow's default. ``progress(done, total)`` is called
+    per denoising step."""
     sources = [_volume(image) for image in ([images] if isinstance(images, (str, os.PathLike, Volume)) else images)]
     check_sources(sources)
     if canonical_target(to) == "mri" and contrast is None:
         contrast = "T1"
     options = TranslateOptions(to, contrast, SamplingConfig(steps, eta, guidance, scheduler), seed, batch_size,
-                               drr_strength, samples)
+                               drr_strength, samples, slice_noise)
     return translate_volume(_model(model), sources, options, progress)
 
 
-def report(image: Image, model: ModelSpec = None, n: int = 1, steps: int = 50, guidance: float = 2.0,
+def report(image: Image, model: ModelSpec = None, n: int = 1, steps: int = 50, guidance: float | None = None,
            eta: float = 1.0, scheduler: str = "ddim", seed: int = 0, beams: int = 1,
-           redraws: int = REPORT_REDRAWS) -> list[Report]:
+           redraws: int = REPORT_REDRAWS, samples: int = 1) -> list[Report]:
     """``n`` AI-generated reports of an X-ray, CT or MRI (seeds ``seed .. seed+n-1``): each has ``text`` (with
     the synthetic header), ``labels`` (finding -> 1 stated, 0 negated, None not mentioned) and ``seed``. A report
     that states and negates one finding, or names the other anatomy's, is drawn again up to ``redraws`` times;
-    ``draws`` says how many it took and ``problems`` what is still wrong if none passed."""
+    ``draws`` says how many it took and ``problems`` what is still wrong if none passed. ``guidance`` None is the
+    flow's default (7.0 on the default model's guided report hop). ``samples`` > 1: each report is the most
+    typical of that many drawn, and its ``agreement`` gives the share of them stating each finding."""
     options = ReportOptions(SamplingConfig(steps, eta, guidance, scheduler), seed, n, num_beams=beams,
-                            redraws=redraws)
+                            redraws=redraws, samples=samples)
     return write_report(_model(model), _volume(image), options)
 
 
 def generate(prompt: str, modality: str | Sequence[str] = "xray", contrast: str = "T1", model: ModelSpec = None,
-             joint: bool = True, steps: int = 50, guidance: float = 2.0, eta: float = 1.0, scheduler: str = "ddim",
-             seed: int = 0) -> dict[str, Volume]:
+             joint: bool = True, steps: int = 50, guidance: float | None = None, eta: float = 1.0,
+             scheduler: str = "ddim", seed: int = 0) -> dict[str, Volume]:
     """Images drawn from a report: modality name -> Volume, for ``modality`` xray, ct, mri or several (drawn
     jointly, paper 3.5, unless ``joint=False``). Every image is marked synthetic and carries the prompt."""
     medm2g = _model(model)

@@ -43,6 +43,9 @@ BRAIN_LABELS = ("tumor", "wm_lesions", "atrophy")
 # Phantom world anatomies, and the seed stride that gives case i of a world its own random stream.
 ANATOMIES = ("brain", "chest")
 SEED_STRIDE = 100_003
+# The noise of a volume's slices: one draw for all of them (consistent across slices; the default, chosen by
+# benchmarks/slice_consistency.py) or a draw of its own for each (seed, slice index).
+SLICE_NOISE = ("shared", "independent")
 
 # Radiograph geometry: the detector a chest film and a skull film are drawn on (millimetres a side).
 DETECTOR_SIZE_MM = 430.0

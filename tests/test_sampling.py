@@ -1,5 +1,7 @@
 """The sampling pipelines on the embedded default model: guidance in one forward, routes, geometry, determinism."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -128,6 +130,25 @@ def test_translate_repeats_with_a_seed_differs_with_input_and_ignores_batch_size
     assert np.abs(flair.data - first.data).mean() > 1.0
 
 
+def test_shared_slice_noise_makes_equal_sources_equal_slices_and_independent_noise_does_not(model, brain):
+    """With one noise for all slices, two slices whose sources are equal come out equal: a volume varies along z
+    only as its source does. With a noise per slice they differ (the through-plane noise of issue 16)."""
+    t1 = brain[0]["mr_t1"]
+    middle = t1.data.shape[2] // 2
+    flat = replace(t1, data=np.repeat(t1.data[:, :, middle:middle + 1], t1.data.shape[2], axis=2))
+    shared = translate_volume(model, [flat], TranslateOptions("ct", sampling=FAST, seed=2))
+    independent = translate_volume(model, [flat], TranslateOptions("ct", sampling=FAST, seed=2,
+                                                                   slice_noise="independent"))
+    assert shared.data.std(axis=2).max() < 1e-2  # HU; rows of one batch agree up to float rounding
+    assert independent.data.std(axis=2).mean() > 5.0
+    same_seed_first_slice = translate_volume(model, [flat], TranslateOptions("ct", sampling=FAST, seed=2,
+                                                                             batch_size=1))
+    np.testing.assert_allclose(same_seed_first_slice.data, shared.data, atol=0.05)  # batch size does not matter
+    with pytest.raises(InputError, match="slice noise must be one of shared, independent") as refused:
+        TranslateOptions("ct", slice_noise="random")
+    assert refused.value.option == "slice_noise"
+
+
 def test_samples_are_batched_and_their_spread_is_zero_only_where_they_agree(model, brain):
     t1 = brain[0]["mr_t1"]
     options = TranslateOptions("ct", sampling=FAST, seed=3, samples=3)
@@ -239,6 +260,28 @@ def test_report_is_headed_labelled_and_reproducible(model, chest):
     assert reports[0].as_text().startswith(HEADER)
     assert set(reports[0].labels) >= {"pleural_effusion", "cardiomegaly"}
     assert [r.text for r in write_report(model, chest[0]["xray"], options)] == [r.text for r in reports]
+
+
+def test_report_samples_give_each_finding_the_share_of_samples_stating_it(model, chest):
+    """With N samples a report is one of its N drawn reports (seeds seed + k*N ..), the one nearest their majority,
+    and its agreement is the share of the N that state each finding; the header says so."""
+    film = chest[0]["xray"]
+    drawn = write_report(model, film, ReportOptions(sampling=FAST, seed=3, n=8))
+    pooled = write_report(model, film, ReportOptions(sampling=FAST, seed=3, n=2, samples=4))
+    assert len(pooled) == 2
+    for k, report in enumerate(pooled):
+        group = drawn[4 * k:4 * k + 4]
+        stated = [{f for f, v in r.labels.items() if v == 1} for r in group]
+        assert report.samples == 4 and report.text in [r.text for r in group]
+        assert report.agreement == {f: sum(f in s for s in stated) / 4 for f in sorted(set().union(*stated))}
+        majority = {f for f, share in report.agreement.items() if share > 0.5}
+        mine = {f for f, v in report.labels.items() if v == 1}
+        assert len(mine ^ majority) == min(len(s ^ majority) for s in stated)
+        assert report.as_json()["agreement"] == report.agreement
+        assert "stated by the 4 samples" in report.as_text()
+    assert "agreement" not in drawn[0].as_json() and "samples" not in drawn[0].as_text()
+    with pytest.raises(InputError, match="number of samples must be at least 1; got 0"):
+        ReportOptions(samples=0)
 
 
 def test_a_report_draws_a_ct_of_its_anatomy_alone_and_with_mri(model, brain, chest):

@@ -115,8 +115,9 @@ def test_translate_uncertainty_as_a_dicom_series_references_the_output(brain_fil
     (("--samples", "0"), "number of samples must be at least 1; got 0"),
     (("--samples", "-2"), "number of samples must be at least 1; got -2"),
     (("--uncertainty", "std.nii.gz"), "--uncertainty needs --samples 2 or more"),
+    (("--slice-noise", "random"), "slice noise must be one of shared, independent; got 'random'"),
 ])
-def test_translate_refuses_bad_sample_counts_in_one_line(brain_files, cli, tmp_path, arguments, message):
+def test_translate_refuses_bad_samples_and_slice_noise_in_one_line(brain_files, cli, tmp_path, arguments, message):
     result = cli("translate", str(brain_files / "mr_t1.nii.gz"), "--to", "ct", "--out", str(tmp_path / "ct.nii.gz"),
                  *arguments, *FAST)
     assert result.exit_code == 2 and message in result.stderr
@@ -138,11 +139,13 @@ def test_translate_outputs_differ_with_input_and_repeat_with_seed(brain_files, c
 def test_report_on_a_real_radiograph(cli, tmp_path):
     radiograph = get_testdata_file("RG1_UNCI.dcm")
     out = tmp_path / "report.json"
-    result = cli("report", radiograph, "--out", str(out), "--n", "2", *FAST, env=ENV)
+    result = cli("report", radiograph, "--out", str(out), "--n", "2", "--samples", "2", *FAST, env=ENV)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith(HEADER) and result.stdout.count(HEADER) == 2
+    assert result.stdout.count("stated by the 2 samples") == 2
     saved = json.loads(out.read_text())
     assert len(saved) == 2 and saved[0]["synthetic"] and saved[0]["text"] and "labels" in saved[0]
+    assert saved[0]["samples"] == 2 and set(saved[0]["agreement"].values()) <= {0.5, 1.0}
     assert saved[0]["source"]["modality"] == "XRAY"
     assert json.loads(Path(f"{out}.run.json").read_text())["command"] == "report"
 

@@ -67,7 +67,7 @@ from medm2g_core.sampling.guides import image_guide
 from medm2g_core.sampling.report import ReportOptions, write_report
 from medm2g_core.sampling.slices import cut, uncut
 from medm2g_core.sampling.translate import TranslateOptions, output_mapping, translate_samples
-from medm2g_core.vocabulary import EVAL_TASKS, MRI_CONTRASTS
+from medm2g_core.vocabulary import EVAL_TASKS, MRI_CONTRASTS, SLICE_NOISE
 
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
                "xray-generation": "Table 5", "ablation": "Table 7"}
@@ -93,6 +93,7 @@ class EvalOptions:
     target: str = "T1"  # mri-synthesis
     baseline_steps: int = 600  # training steps of the supervised UNet baseline
     samples: int = 1  # volume translations: MedM2G's output is the mean of this many samples (>= 2: calibration)
+    slice_noise: str = "shared"  # volume translations: one noise for all slices, or one per slice (independent)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -104,6 +105,9 @@ class EvalOptions:
             raise InputError(f"the number of samples must be at least 1; got {self.samples}", option="samples")
         if self.cases is not None and self.cases < 1:
             raise InputError(f"the number of cases must be at least 1; got {self.cases}", option="cases")
+        if self.slice_noise not in SLICE_NOISE:
+            raise InputError(f"slice noise must be one of {', '.join(SLICE_NOISE)}; got {self.slice_noise!r}",
+                             option="slice_noise")
         for contrast in (*self.sources, self.target):
             if contrast not in MRI_CONTRASTS:
                 raise InputError(f"MRI contrasts are {', '.join(MRI_CONTRASTS)}; got {contrast!r}")
@@ -272,7 +276,7 @@ def _translation(
             sources = [read_volume(manifest.image_path(record, k)) for k in source_keys]
             truth = read_volume(manifest.image_path(record, target_key))
             made, deviation = translate_samples(model, sources, TranslateOptions(
-                target, contrast, options.sampling, seed, samples=options.samples))
+                target, contrast, options.sampling, seed, samples=options.samples, slice_noise=options.slice_noise))
             scores = image_scores(made, truth) | (uncertainty_scores(made, deviation, truth) if options.samples > 1
                                                   else {})
             per_seed.append(scores)

@@ -8,9 +8,14 @@ A report that affirms and negates one finding, or (when the image says its body 
 other anatomy, is redrawn from a new seed, up to ``redraws`` times (the labeler's ``contradictions`` and
 ``foreign_findings`` are the check). The report says how many draws it took; one still inconsistent after the
 last draw is returned with a warning line naming the problem, never silently.
+
+Several samples (``samples`` N) per report say how sure the model is of each finding: report k is chosen among N
+drawn reports (seeds ``seed + k*N .. seed + k*N + N-1``, each checked as above) as the one that agrees best with
+their majority, and carries ``agreement``: for every finding that any of them states, the fraction of the N that
+state it (1.0: all samples state it; 0.125: one in eight).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -38,6 +43,7 @@ class ReportOptions:
     slices: int = 3  # guiding slices of a volume
     num_beams: int = 1
     redraws: int = REPORT_REDRAWS  # new draws for a report that contradicts itself or names the other anatomy's
+    samples: int = 1  # reports drawn for each report given: its per-finding agreement comes from them
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -48,6 +54,8 @@ class ReportOptions:
             raise InputError(f"beam width must be at least 1; got {self.num_beams}", option="beams")
         if self.redraws < 0:
             raise InputError(f"redraws must be at least 0; got {self.redraws}", option="redraws")
+        if self.samples < 1:
+            raise InputError(f"the number of samples must be at least 1; got {self.samples}", option="samples")
 
 
 @dataclass
@@ -60,17 +68,26 @@ class Report:
     draws: int = 1  # draws it took to pass the consistency check (or all of them, when it did not)
     problems: list[str] = field(default_factory=list)  # what the check still finds, when no draw passed
     first_draw: str = ""  # the text of draw 1, what the model gives without the check (for evaluation)
+    samples: int = 1  # reports drawn to choose this one (``agreement`` is over them)
+    agreement: dict[str, float] = field(default_factory=dict)  # finding -> fraction of the samples stating it
 
     def as_text(self) -> str:
-        """The report as a user reads it: the header first, and a warning when the check still fails."""
+        """The report as a user reads it: the header first, a warning when the check still fails, and with several
+        samples the share of them that state each finding."""
         warning = f"WARNING: {'; '.join(self.problems)}\n" if self.problems else ""
+        agreement = ""
+        if self.samples > 1:
+            shares = ", ".join(f"{name} {round(share * self.samples)}/{self.samples}"
+                               for name, share in self.agreement.items()) or "none stated"
+            agreement = f"Findings stated by the {self.samples} samples: {shares}\n"
         return (f"{HEADER}\n(medm2g {medm2g_core.__version__}, model {self.model}, seed {self.seed}, "
-                f"draws {self.draws})\n{warning}\n{self.text}\n")
+                f"draws {self.draws})\n{warning}{agreement}\n{self.text}\n")
 
     def as_json(self) -> dict:
         return {"header": HEADER, "synthetic": True, "text": self.text, "labels": self.labels, "model": self.model,
                 "seed": self.seed, "draws": self.draws, "problems": self.problems, "medm2g": medm2g_core.__version__,
-                "source": self.source}
+                "source": self.source} | ({"samples": self.samples, "agreement": self.agreement}
+                                          if self.samples > 1 else {})
 
 
 def anatomy_of(volume: Volume) -> str | None:
@@ -97,7 +114,26 @@ def guiding_slices(volume: Volume, resolution: int, count: int) -> np.ndarray:
 
 
 def write_report(model: MedM2G, volume: Volume, options: ReportOptions) -> list[Report]:
-    """``options.n`` reports of one image, seeds ``seed .. seed+n-1``; inconsistent ones redrawn (module doc)."""
+    """``options.n`` reports of one image, seeds ``seed .. seed+n-1``; inconsistent ones redrawn; with several
+    ``samples`` each is the most typical of its samples, with their per-finding agreement (module doc)."""
+    if options.samples == 1:
+        return draw_reports(model, volume, options)
+    drawn = draw_reports(model, volume, replace(options, n=options.n * options.samples, samples=1))
+    return [consensus(drawn[k:k + options.samples]) for k in range(0, len(drawn), options.samples)]
+
+
+def consensus(drawn: list[Report]) -> Report:
+    """The report of ``drawn`` whose findings agree best with their majority (the first on ties), with the share
+    of ``drawn`` that states each finding any of them states."""
+    stated = [{name for name, value in r.labels.items() if value == 1} for r in drawn]
+    agreement = {name: sum(name in s for s in stated) / len(drawn) for name in sorted(set().union(*stated))}
+    majority = {name for name, share in agreement.items() if share > 0.5}
+    best = min(range(len(drawn)), key=lambda k: len(stated[k] ^ majority))
+    return replace(drawn[best], samples=len(drawn), agreement=agreement)
+
+
+def draw_reports(model: MedM2G, volume: Volume, options: ReportOptions) -> list[Report]:
+    """``options.n`` reports, one draw each, redrawn while inconsistent."""
     source = source_modality(volume)
     slices = guiding_slices(volume, image_resolution(model), 1 if volume.is_2d else options.slices)
     device = model["image_vae"].device

@@ -10,7 +10,11 @@ of that CT (a noise-free DRR, :mod:`medm2g_core.phantoms.drr`) which the X-ray d
 ``drr_strength`` of its schedule (:func:`~medm2g_core.sampling.routes.refine`), so the film shows this patient;
 an MRI volume, a single CT slice or a CT slab too thin to project (:func:`covers_film`) gives one guided by its
 middle slice.
-Every slice has its own random generator (seed, slice index), so the result does not depend on the batch size.
+Every slice draws the same noise (``slice_noise='shared'``, the default): the initial latent and every DDIM step's
+noise are one draw of the seed for all slices, so neighbouring slices differ only as their sources do and the
+volume reads as a volume in sagittal and coronal views (through-plane error below the supervised UNet's; with a
+draw per slice, ``'independent'``, it was twice the UNet's: docs/METHOD.md, "Slice consistency"). Either way
+each slice has its own generator, so the result does not depend on the batch size.
 
 Several samples (``samples`` N, seeds SEED .. SEED+N-1) are drawn together: each batch holds every sample of its
 slices, so one network pass per denoising step serves all N (the slices per batch shrink to ``batch_size // N``).
@@ -44,6 +48,7 @@ from medm2g_core.vocabulary import (
     MRI_CONTRASTS,
     SEED_STRIDE,
     SKULL_DETECTOR_MM,
+    SLICE_NOISE,
     TRANSLATE_TARGETS,
 )
 
@@ -61,6 +66,7 @@ class TranslateOptions:
     batch_size: int = 32  # slices per batch (x2 with guidance)
     drr_strength: float = DRR_STRENGTH  # CT volume -> X-ray: share of the schedule the denoiser redraws the DRR
     samples: int = 1  # samples drawn (seeds seed .. seed + samples - 1); the output is their mean
+    slice_noise: str = "shared"  # shared: one noise draw for all slices of a sample; independent: one per slice
 
     def __post_init__(self) -> None:  # any spelling of the names (CT, Mri, t1ce, flair) is taken
         object.__setattr__(self, "target", canonical_target(self.target))
@@ -80,6 +86,9 @@ class TranslateOptions:
             raise InputError(f"DRR strength must be within (0, 1]; got {self.drr_strength}", option="drr_strength")
         if self.samples < 1:
             raise InputError(f"the number of samples must be at least 1; got {self.samples}", option="samples")
+        if self.slice_noise not in SLICE_NOISE:
+            raise InputError(f"slice noise must be one of {', '.join(SLICE_NOISE)}; got {self.slice_noise!r}",
+                             option="slice_noise")
 
     @property
     def seeds(self) -> list[int]:
@@ -123,8 +132,9 @@ def check_sources(sources: list[Volume]) -> str:
     return kinds.pop()
 
 
-def _generators(seed: int, indices: np.ndarray) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed * SEED_STRIDE + int(i)) for i in indices]
+def _generators(seed: int, indices: np.ndarray, shared: bool) -> list[torch.Generator]:
+    """A generator per slice: all seeded alike when ``shared`` (one noise for the volume), else by slice index."""
+    return [torch.Generator().manual_seed(seed * SEED_STRIDE + (0 if shared else int(i))) for i in indices]
 
 
 def translate_slices(
@@ -173,7 +183,8 @@ def translate_samples(
     if options.target == "xray":
         middle = [len(kept) // 2]
         images = [np.concatenate([s.images[middle]] * len(seeds)) for s in stacks]
-        out = translate_slices(model, images, source, options, _seeded(seeds, kept[middle]), progress, contrasts)
+        generators = _seeded(seeds, kept[middle], options)
+        out = translate_slices(model, images, source, options, generators, progress, contrasts)
         return spread([_radiograph(film, sources[0], model, options) for film in out])
     outputs, per_batch = [], max(1, options.batch_size // len(seeds))
     starts = range(0, len(kept), per_batch)
@@ -181,15 +192,17 @@ def translate_samples(
     for number, start in enumerate(starts):
         rows = slice(start, start + per_batch)
         made = translate_slices(model, [np.concatenate([s.images[rows]] * len(seeds)) for s in stacks], source, options,
-                                _seeded(seeds, kept[rows]), _steps(progress, number, len(starts), steps), contrasts)
+                                _seeded(seeds, kept[rows], options), _steps(progress, number, len(starts), steps),
+                                contrasts)
         outputs.append(made.reshape(len(seeds), -1, *made.shape[1:]))  # [N, slices, R, R]: sample-major rows
     images = np.concatenate(outputs, axis=1)
     return spread([_on_grid(sample, stacks[0], sources, model, options) for sample in images])
 
 
-def _seeded(seeds: list[int], indices: np.ndarray) -> list[torch.Generator]:
+def _seeded(seeds: list[int], indices: np.ndarray, options: TranslateOptions) -> list[torch.Generator]:
     """The generators of every sample's slices, sample-major (the rows of a batch holding all samples)."""
-    return [generator for seed in seeds for generator in _generators(seed, indices)]
+    shared = options.slice_noise == "shared"
+    return [generator for seed in seeds for generator in _generators(seed, indices, shared)]
 
 
 def spread(samples: list[Volume]) -> tuple[Volume, Volume]:
@@ -241,7 +254,7 @@ def drr_radiographs(model: MedM2G, ct: Volume, options: TranslateOptions, seeds:
     stack = cut(plain_drr(ct), image_resolution(model))
     guide = image_guide(model, "xray", torch.from_numpy(stack.images))
     latents = refine(model, "xray", guide.latent.repeat(len(seeds), *[1] * (guide.latent.ndim - 1)), options.sampling,
-                     _seeded(seeds, np.zeros(1)), options.drr_strength, progress)
+                     _seeded(seeds, np.zeros(1), options), options.drr_strength, progress)
     images = decode_images(model, latents).cpu().numpy()
     return [_radiograph(image, ct, model, options, detector_of(ct)) for image in images]
 

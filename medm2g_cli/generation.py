@@ -247,6 +247,11 @@ def generate(
     guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    samples: int = typer.Option(1, "--samples", help="Each image is the mean of this many samples (seeds SEED + "
+                                "k*N ..), denoised together."),
+    uncertainty: bool = typer.Option(False, "--uncertainty", help="With --samples 2 or more: also write each "
+                                     "image's per-pixel standard deviation over its samples beside it "
+                                     "(<modality>_uncertainty, same grid and units, marked synthetic)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing --out."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON line per image (prompt, seed, modality, "
                                      "path) instead of paths."),
@@ -254,15 +259,18 @@ def generate(
     """Draw images from a report: one modality, or X-ray + CT + MRI jointly. Prints one path per image.
 
     Examples: `medm2g generate "Large left pleural effusion." --modality xray --n 4`,
-    `medm2g generate --prompt-file reports.txt --modality xray,ct,mri --format png --out samples/`.
+    `medm2g generate --prompt-file reports.txt --modality xray,ct,mri --format png --out samples/`,
+    `medm2g generate "Right upper lobe mass." --samples 8 --uncertainty` (mean of 8 and where they differ).
     """
     from medm2g_core.apps.generate import FORMATS, generate_files
+    from medm2g_core.apps.translate import check_samples
     from medm2g_core.sampling.generate import GenerateOptions
 
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if n < 1:
         raise InputError("--n must be at least 1")
+    check_samples(samples, uncertainty)
     prompts = _prompts(prompt, prompt_file)
     options = GenerateOptions(tuple(m.strip() for m in modality.split(",")), contrast,
                               sampling_config(steps, eta, guidance, scheduler), seed, joint=not separate)
@@ -273,7 +281,8 @@ def generate(
     with console.progress("generate") as update:
         rows = generate_files(medm2g, prompts, n, options, out, fmt, _device(), {
             "modality": modality, "n": n, "contrast": contrast, "joint": not separate, "format": fmt, "steps": steps,
-            "eta": eta, "guidance": guidance, "scheduler": scheduler, "prompts": prompts}, update)
+            "eta": eta, "guidance": guidance, "scheduler": scheduler, "prompts": prompts, "samples": samples,
+            "uncertainty": uncertainty}, update, samples, uncertainty)
     for row in rows:
         if json_output:
             console.emit_json_line(row)

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -116,6 +117,30 @@ def test_generate_json_prints_a_line_per_image(cli, tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["seed"], r["modality"]) for r in rows] == [(0, "xray"), (0, "ct"), (1, "xray"), (1, "ct")]
     assert all(Path(r["path"]).is_file() and r["prompt"] == "Small right pleural effusion." for r in rows)
+
+
+def test_generate_samples_write_their_mean_and_uncertainty_beside_each_image(cli, tmp_path):
+    """--samples 3 --uncertainty: each image is the mean of seeds 3k .. 3k+2 and its map their spread, same grid."""
+    prompt = "Small right pleural effusion."
+    result = cli("generate", prompt, "--modality", "xray", "--n", "2", "--samples", "3", "--uncertainty", "--json",
+                 "--out", str(tmp_path / "g"), *FAST, env=ENV)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["seed"], r["samples"]) for r in rows] == [(0, 3), (3, 3)]
+    single = cli("generate", prompt, "--modality", "xray", "--n", "6", "--json", "--out", str(tmp_path / "one"),
+                 *FAST, env=ENV)
+    films = [read_volume(json.loads(line)["path"]).data for line in single.stdout.splitlines()]
+    for k, row in enumerate(rows):
+        mean, spread = read_volume(row["path"]), read_volume(row["uncertainty"])
+        group = np.stack(films[3 * k:3 * k + 3])
+        np.testing.assert_allclose(mean.data, group.mean(axis=0), atol=0.02 * np.ptp(group))
+        np.testing.assert_allclose(spread.data, group.std(axis=0), atol=0.02 * np.ptp(group))
+        assert spread.data.mean() > 0 and spread.synthetic and np.array_equal(spread.affine, mean.affine)
+        descrip = nib.load(row["uncertainty"]).header["descrip"].item().decode()
+        assert descrip.startswith("SYNTHETIC uncertainty") and mean.provenance["samples"] == "3"
+    refused = cli("generate", prompt, "--uncertainty", "--out", str(tmp_path / "r"), *FAST, env=ENV)
+    assert refused.exit_code == 2 and "--uncertainty needs --samples 2 or more" in refused.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_flags_show_no_type_in_help(cli):

@@ -72,14 +72,21 @@ def read_source(path: Path, modality: str | None = None) -> Volume:
     return assume_modality(read_volume(path, modality=modality))
 
 
+def check_samples(samples: int, uncertainty: bool) -> None:
+    """Refuse a sample count below 1, and an uncertainty map of one sample (translate and generate)."""
+    if samples < 1:
+        raise InputError(f"the number of samples must be at least 1; got {samples}", option="samples")
+    if uncertainty and samples < 2:
+        raise InputError("--uncertainty needs --samples 2 or more (one sample has no spread)", option="uncertainty")
+
+
 def read_case(inputs: list[Path], out: Path, job: TranslateJob, reference: Path | None = None,
               ) -> tuple[list[Volume], Volume | None]:
     """The checked sources of one case (several: MRI contrasts of one grid) and the ground truth if given; the
     output must be writable. Everything that can be wrong with the input fails here, before a model loads."""
     check_output(out, overwrite=job.overwrite)
     if job.uncertainty is not None:
-        if job.options.samples < 2:
-            raise InputError("--uncertainty needs --samples 2 or more (one sample has no spread)", option="uncertainty")
+        check_samples(job.options.samples, uncertainty=True)
         if Path(job.uncertainty).resolve() == Path(out).resolve():
             raise InputError(f"--uncertainty {job.uncertainty} is the output itself; choose another path",
                              option="uncertainty")

@@ -92,7 +92,8 @@ def translate(
     uncertainty: Path | None = typer.Option(None, "--uncertainty", help="With --samples 2 or more: also write the "
                                             "samples' per-voxel standard deviation (HU for CT) on the output's grid: "
                                             ".nii/.nii.gz, or a folder name for a DICOM series (synthetic, derived; "
-                                            "beside a DICOM output it references it)."),
+                                            "beside a DICOM output it references it). With --batch: a folder, "
+                                            "<case>_<to>_uncertainty.nii.gz each."),
     slice_noise: str = typer.Option("shared", "--slice-noise", help="shared: every slice of a volume starts from and "
                                     "is driven by the same noise, so the volume is consistent in sagittal and "
                                     "coronal views (default); independent: a noise of its own for each slice."),
@@ -119,8 +120,8 @@ def translate(
         "slice_noise": options.slice_noise,
         "uncertainty": None if uncertainty is None else str(uncertainty)}, uncertainty=uncertainty)
     if batch:
-        if len(inputs) != 1 or reference is not None or uncertainty is not None:
-            raise InputError("--batch takes one folder of cases (and no --reference or --uncertainty)")
+        if len(inputs) != 1 or reference is not None:
+            raise InputError("--batch takes one folder of cases (and no --reference)")
         _translate_batch(inputs[0], out or app.default_batch_output(inputs[0], job), job, model, keep_going,
                          json_output)
         return
@@ -148,7 +149,7 @@ def _translate_batch(folder: Path, out: Path, job: TranslateJob, model: str | No
     from medm2g_core.apps import translate as app
 
     started = time.perf_counter()
-    cases = app.prepare_batch(folder, out)
+    cases = app.prepare_batch(folder, out, job)
     medm2g = open_model(model)
 
     def print_case(row: dict) -> None:

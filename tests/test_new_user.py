@@ -53,6 +53,23 @@ def test_batch_translates_every_case_with_one_model_load_and_keeps_going(cases, 
     assert [c["status"] for c in record["cases"]] == ["ok", "ok", "failed"] and record["synthetic"]
 
 
+def test_batch_with_samples_writes_an_uncertainty_map_per_case_on_its_grid(cases, cli, tmp_path):
+    out, maps = tmp_path / "ct", tmp_path / "std"
+    result = cli("translate", "--batch", str(cases), "--to", "ct", "--out", str(out), "--keep-going", "--json",
+                 "--samples", "2", "--uncertainty", str(maps), *FAST, env=ENV)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
+    for number, row in enumerate(rows[:2]):
+        made, spread = read_volume(row["output"]), read_volume(row["uncertainty"])
+        assert Path(row["uncertainty"]) == maps / f"case{number}_ct_uncertainty.nii.gz"
+        assert spread.shape == made.shape and np.array_equal(spread.affine, made.affine)
+        assert spread.data.min() >= 0 and spread.data.max() > 1.0  # HU: two samples disagree somewhere
+    refused = cli("translate", "--batch", str(cases), "--to", "ct", "--out", str(tmp_path / "r"), "--uncertainty",
+                  str(tmp_path / "rs"), *FAST, env=ENV)
+    assert refused.exit_code == 2 and "--uncertainty needs --samples 2 or more" in refused.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "rs").exists()
+
+
 def test_batch_stops_at_the_first_failure_without_keep_going(cases, cli, tmp_path):
     folder = tmp_path / "in"
     shutil.copytree(cases, folder)

@@ -12,7 +12,7 @@ references the output's slice.
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,30 +146,46 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def prepare_batch(folder: Path, out: Path) -> list[Path]:
-    """The cases of ``folder``, with ``out`` made a writable folder (before a model loads)."""
+def prepare_batch(folder: Path, out: Path, job: TranslateJob | None = None) -> list[Path]:
+    """The cases of ``folder``, with ``out`` (and the job's uncertainty folder) made writable folders, before a
+    model loads."""
     cases = batch_cases(folder)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"the output of a batch must be a folder; {out} is a file")
-    out.mkdir(parents=True, exist_ok=True)
+    if job is not None and job.uncertainty is not None:
+        check_samples(job.options.samples, uncertainty=True)
+    for place, what in ((out, "output"), (job and job.uncertainty, "uncertainty folder")):
+        if place is None:
+            continue
+        if place.exists() and not place.is_dir():
+            raise InputError(f"the {what} of a batch must be a folder; {place} is a file")
+        place.mkdir(parents=True, exist_ok=True)
     check_writable(out / "batch.json", overwrite=True)
     return cases
+
+
+def batch_uncertainty(job: TranslateJob, case: Path) -> Path | None:
+    """Where a batch writes the uncertainty map of ``case``: ``<uncertainty folder>/<case>_<target>_uncertainty``."""
+    if job.uncertainty is None:
+        return None
+    return Path(job.uncertainty) / f"{case_name(case)}_{job.suffix}_uncertainty.nii.gz"
 
 
 def translate_batch(model: MedM2G, cases: list[Path], out: Path, job: TranslateJob, device: str,
                     keep_going: bool = False, on_case: Callable[[dict], None] | None = None,
                     progress: Progress | None = None) -> list[dict]:
-    """Every case into ``out/<case>_<target>.nii.gz`` with one model; a row per case (status, paths, error,
-    seconds) passed to ``on_case`` as it finishes and recorded in ``out/batch.json``. A failed case stops the
+    """Every case into ``out/<case>_<target>.nii.gz`` with one model (its uncertainty map into the job's
+    uncertainty folder, when it names one); a row per case (status, paths, error, seconds) passed to ``on_case`` as
+    it finishes and recorded in ``out/batch.json``. A failed case stops the
     batch unless ``keep_going`` (then :func:`batch_failure` makes the error the run ends in)."""
     started, rows, written = time.perf_counter(), [], []
     for number, case in enumerate(cases):
         target, began = out / f"{case_name(case)}_{job.suffix}.nii.gz", time.perf_counter()
-        row = {"input": str(case), "output": str(target)}
+        spread = batch_uncertainty(job, case)
+        row = {"input": str(case), "output": str(target)} | ({"uncertainty": str(spread)} if spread else {})
         try:
-            sources, _ = read_case([case], target, job)
+            case_job = replace(job, uncertainty=spread)
+            sources, _ = read_case([case], target, case_job)
             step = _case_progress(progress, number, len(cases), case.name)
-            written += translate_case(model, sources, target, job, step)[1]
+            written += translate_case(model, sources, target, case_job, step)[1]
             row |= {"status": "ok"}
         except Exception as exc:
             if not keep_going:

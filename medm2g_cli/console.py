@@ -42,6 +42,11 @@ def say(message: str) -> None:
         stderr.print(message, markup=False, soft_wrap=True)
 
 
+def warn(message: str) -> None:
+    """A warning a person must see (stderr, ``warning: ...``), printed even with ``--quiet``."""
+    stderr.print(f"warning: {message}", markup=False, soft_wrap=True)
+
+
 def emit_json(data: object) -> None:
     """Machine-readable output on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -97,6 +97,9 @@ def translate(
     slice_noise: str = typer.Option("shared", "--slice-noise", help="shared: every slice of a volume starts from and "
                                     "is driven by the same noise, so the volume is consistent in sagittal and "
                                     "coronal views (default); independent: a noise of its own for each slice."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse (exit 2) an input unlike the images the model was "
+                                "trained on, instead of warning (the model's out-of-distribution reference, "
+                                "`medm2g train ood`)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Also write OUT.png (a montage)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     json_output: bool = typer.Option(False, "--json", help="Print the output paths and metrics as JSON (with "
@@ -118,7 +121,8 @@ def translate(
         "to": options.target, "contrast": options.contrast, "steps": steps, "eta": eta, "guidance": guidance,
         "scheduler": scheduler, "batch_size": batch_size, "drr_strength": drr_strength, "samples": samples,
         "slice_noise": options.slice_noise,
-        "uncertainty": None if uncertainty is None else str(uncertainty)}, uncertainty=uncertainty)
+        "uncertainty": None if uncertainty is None else str(uncertainty), "strict": strict}, uncertainty=uncertainty,
+        strict=strict)
     if batch:
         if len(inputs) != 1 or reference is not None:
             raise InputError("--batch takes one folder of cases (and no --reference)")
@@ -131,7 +135,7 @@ def translate(
     sources, truth = app.read_case(inputs, out, job, reference)  # before the model loads: bad input costs nothing
     medm2g = open_model(model)
     with console.progress(f"translate to {options.target} (denoising steps)") as update:
-        metrics = app.translate_files(medm2g, inputs, sources, out, job, _device(), truth, update)
+        metrics = app.translate_files(medm2g, inputs, sources, out, job, _device(), truth, update, console.warn)
     if json_output:
         console.emit_json({"output": str(out), "metrics": metrics}
                           | ({"uncertainty": str(uncertainty)} if uncertainty is not None else {}))
@@ -162,7 +166,8 @@ def _translate_batch(folder: Path, out: Path, job: TranslateJob, model: str | No
     title = f"translate {len(cases)} cases to {job.options.target}"
     with console.progress(title) as update:
         rows = app.translate_batch(medm2g, cases, out, job, _device(), keep_going, print_case,
-                                   lambda done, total, description=None: update(done, total, description or title))
+                                   lambda done, total, description=None: update(done, total, description or title),
+                                   console.warn)
     ok = sum(row["status"] == "ok" for row in rows)
     console.say(f"{ok} of {len(rows)} cases translated into {out} in {time.perf_counter() - started:.0f} s")
     if (failure := app.batch_failure(rows, out)) is not None:
@@ -192,6 +197,9 @@ def report(
     samples: int = typer.Option(1, "--samples", help="Draw this many reports for each one written and write the "
                                 "most typical, with the share of the samples that state each finding (how sure "
                                 "the model is of it)."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse (exit 2) an input unlike the images the model was "
+                                "trained on, instead of warning (the model's out-of-distribution reference, "
+                                "`medm2g train ood`)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     json_output: bool = typer.Option(False, "--json", help="Print the report(s) as JSON lines."),
 ) -> None:
@@ -211,7 +219,7 @@ def report(
     medm2g = open_model(model)
     reports = report_file(medm2g, image, volume, options, out, overwrite, _device(), {
         "n": n, "steps": steps, "eta": eta, "guidance": guidance, "scheduler": scheduler, "beams": beams,
-        "redraws": redraws, "samples": samples})
+        "redraws": redraws, "samples": samples, "strict": strict}, strict, console.warn)
     if json_output:
         for item in reports:
             console.emit_json_line(item.as_json())

@@ -166,6 +166,29 @@ def cross(
     _report(train_cross(run, round_name, lcag), out)
 
 
+@app.command("ood")
+def ood(
+    recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    model: str = typer.Option(..., "--model", help="A MedM2G model with the image VAE. " + MODEL_KINDS),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP),
+) -> None:
+    """Measure where the training images of each modality lie (the out-of-distribution reference) and add it to
+    the model, so that `translate` and `report` warn about inputs unlike them (`--strict`: refuse).
+
+    No optimisation: the image VAE encodes the data's train slices (mean and covariance per modality) and its val
+    volumes (the threshold: twice the farthest). Use the data the model was trained on.
+
+    Example: `medm2g train ood --data data/phantom --model runs/all/model --out runs/ood`
+    """
+    from medm2g_core.training.run import train_ood
+
+    result = train_ood(_stage_run(recipe, data, out, model, False, None))
+    console.say("thresholds: " + ", ".join(f"{k.removeprefix('threshold_')} {v:.1f}"
+                                           for k, v in result.metrics.items()))
+    typer.echo(str(out / "model"))
+
+
 @app.command("all")
 def all_stages(
     recipe: str = typer.Option("phantom-tiny", "--recipe", help=RECIPE_HELP),
@@ -180,7 +203,8 @@ def all_stages(
 ) -> None:
     """Train every stage in order, each on the model of the one before: the image VAE, the X-ray, CT and MRI
     LDMs, the text VAE and LDM, central alignment, then the cross-guided rounds (and the spatial round when the
-    recipe's [ablation] spatial is on). Interrupted? Rerun with --resume.
+    recipe's [ablation] spatial is on), and last the out-of-distribution reference. Interrupted? Rerun with
+    --resume.
 
     Example: `medm2g train all --recipe phantom-tiny --data data/phantom --out runs/all`
     """

@@ -46,6 +46,8 @@ SEED_STRIDE = 100_003
 # The noise of a volume's slices: one draw for all of them (consistent across slices; the default, chosen by
 # benchmarks/slice_consistency.py) or a draw of its own for each (seed, slice index).
 SLICE_NOISE = ("shared", "independent")
+# The model component that holds the training distribution of each image modality (the out-of-distribution check).
+OOD_REFERENCE = "ood_reference"
 
 # Radiograph geometry: the detector a chest film and a skull film are drawn on (millimetres a side).
 DETECTOR_SIZE_MM = 430.0

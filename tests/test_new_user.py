@@ -193,7 +193,7 @@ def test_train_all_runs_every_stage_and_resumes(cli, tmp_path):
     assert first.stdout.strip() == str(tmp_path / "run" / "model")
     model = MedM2G.from_pretrained(tmp_path / "run" / "model")
     assert {"image_vae", "text_vae", "denoiser_xray", "denoiser_ct", "denoiser_mri", "denoiser_text",
-            "prompt_encoder_text", "context_encoder_ct"} <= set(model.components)
+            "prompt_encoder_text", "context_encoder_ct", "ood_reference"} <= set(model.components)
     assert (tmp_path / "run" / "cache").is_dir() and not (tmp_path / "run" / "align" / "cache").exists()
     again = cli(*common, env=ENV)
     assert again.exit_code == 2 and "--resume" in again.stderr
@@ -201,6 +201,7 @@ def test_train_all_runs_every_stage_and_resumes(cli, tmp_path):
     shutil.rmtree(tmp_path / "run" / "model")
     resumed = cli(*common, "--resume", env=ENV)
     assert resumed.exit_code == 0, resumed.stderr
-    assert "[7/8] align: finished before, kept" in resumed.stderr
-    assert "[8/8] cross: training in" in resumed.stderr and "1 stage(s) trained now" in resumed.stderr
+    assert "[7/9] align: finished before, kept" in resumed.stderr
+    assert "[8/9] cross: training in" in resumed.stderr
+    assert "[9/9] ood: training in" in resumed.stderr and "2 stage(s) trained now" in resumed.stderr  # stale: redone
     assert (tmp_path / "run" / "model" / "model_index.json").is_file()

@@ -25,6 +25,7 @@ from medm2g_core.io.preview import write_preview
 from medm2g_core.io.volume import Volume
 from medm2g_core.metrics.image_metrics import volume_psnr_ssim
 from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.sampling.ood import OODCheck, check_input
 from medm2g_core.sampling.translate import TranslateOptions, assume_modality, check_sources, translate_samples
 from medm2g_core.vocabulary import FILE_OF_MODALITY
 
@@ -42,6 +43,7 @@ class TranslateJob:
     overwrite: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)  # recorded in run.json as given
     uncertainty: Path | None = None  # one case: also write the samples' per-voxel standard deviation here
+    strict: bool = False  # refuse an input outside the training distribution (else: warn)
 
     @property
     def suffix(self) -> str:
@@ -97,6 +99,22 @@ def read_case(inputs: list[Path], out: Path, job: TranslateJob, reference: Path 
     return sources, truth
 
 
+def screen(model: MedM2G, volume: Volume, strict: bool, warn: Callable[[str], None] | None = None,
+           ) -> OODCheck | None:
+    """The out-of-distribution check of an input (:mod:`medm2g_core.sampling.ood`): ``warn`` is told when it is
+    outside; with ``strict`` that is an InputError, as is a model without the reference."""
+    check = check_input(model, volume)
+    if check is None and strict:
+        raise InputError("--strict needs a model with an out-of-distribution reference for this modality (add one "
+                         "with `medm2g train ood`)", option="strict")
+    if check is not None and check.outside:
+        if strict:
+            raise InputError(f"{check.message()}; refused", option="strict")
+        if warn:
+            warn(check.message())
+    return check
+
+
 def translate_case(model: MedM2G, sources: list[Volume], out: Path, job: TranslateJob,
                    progress: Progress | None = None) -> tuple[Volume, list[Path]]:
     """Translate one case and write it (its preview, its uncertainty map when asked): the result and the paths
@@ -115,15 +133,16 @@ def translate_case(model: MedM2G, sources: list[Volume], out: Path, job: Transla
 
 def translate_files(model: MedM2G, inputs: list[Path], sources: list[Volume], out: Path, job: TranslateJob,
                     device: str, truth: Volume | None = None, progress: Progress | None = None,
-                    ) -> dict[str, float] | None:
-    """One case end to end: translate, write, score against ``truth`` when given, write ``run.json``; the
-    metrics (PSNR/SSIM) or None."""
+                    warn: Callable[[str], None] | None = None) -> dict[str, float] | None:
+    """One case end to end: screen the input (:func:`screen`), translate, write, score against ``truth`` when
+    given, write ``run.json`` (with the screen's numbers); the metrics (PSNR/SSIM) or None."""
     started = time.perf_counter()
+    check = screen(model, sources[0], job.strict, warn)
     result, written = translate_case(model, sources, out, job, progress)
     metrics = volume_psnr_ssim(result, truth) if truth is not None else None
     record = run_record("translate", job.arguments, model, device, job.options.seed, inputs, written,
                         time.perf_counter() - started)
-    write_run_json(run_json_beside(out), record | {"metrics": metrics})
+    write_run_json(run_json_beside(out), record | {"metrics": metrics, "ood": check and check.as_json()})
     return metrics
 
 
@@ -171,7 +190,7 @@ def batch_uncertainty(job: TranslateJob, case: Path) -> Path | None:
 
 def translate_batch(model: MedM2G, cases: list[Path], out: Path, job: TranslateJob, device: str,
                     keep_going: bool = False, on_case: Callable[[dict], None] | None = None,
-                    progress: Progress | None = None) -> list[dict]:
+                    progress: Progress | None = None, warn: Callable[[str], None] | None = None) -> list[dict]:
     """Every case into ``out/<case>_<target>.nii.gz`` with one model (its uncertainty map into the job's
     uncertainty folder, when it names one); a row per case (status, paths, error, seconds) passed to ``on_case`` as
     it finishes and recorded in ``out/batch.json``. A failed case stops the
@@ -184,6 +203,9 @@ def translate_batch(model: MedM2G, cases: list[Path], out: Path, job: TranslateJ
         try:
             case_job = replace(job, uncertainty=spread)
             sources, _ = read_case([case], target, case_job)
+            named = warn and (lambda text, name=case.name: warn(f"{name}: {text}"))
+            check = screen(model, sources[0], job.strict, named)
+            row |= {"ood": check.as_json()} if check else {}
             step = _case_progress(progress, number, len(cases), case.name)
             written += translate_case(model, sources, target, case_job, step)[1]
             row |= {"status": "ok"}

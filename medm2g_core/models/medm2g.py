@@ -12,6 +12,7 @@ the component's own ``save_pretrained`` (safetensors only)::
     scheduler/           DDPMScheduler (the training noise schedule)
     prompt_encoder_text/ TextPromptEncoder; prompt_encoder_xray/ _ct/ _mri/   ImagePromptEncoder (train align)
     context_encoder_text/ _xray/ _ct/ _mri/   ContextEncoder (train cross)
+    ood_reference/       OODReference: the training distribution of each image modality (train ood)
 
 Loading resolves classes only through :data:`COMPONENT_CLASSES` (never from import paths written in the JSON),
 checks the sha256 of every file of a component before reading it, and loads safetensors only: no pickle, no
@@ -44,6 +45,7 @@ COMPONENT_CLASSES: dict[str, tuple[str, str]] = {
     "DDPMScheduler": ("diffusers", "DDPMScheduler"),
     "ImageDenoiser": ("medm2g_core.models.image_denoiser", "ImageDenoiser"),
     "ImagePromptEncoder": ("medm2g_core.models.prompt_encoder", "ImagePromptEncoder"),
+    "OODReference": ("medm2g_core.models.ood_reference", "OODReference"),
     "TextDenoiser": ("medm2g_core.models.text_denoiser", "TextDenoiser"),
     "TextPromptEncoder": ("medm2g_core.models.prompt_encoder", "TextPromptEncoder"),
     "TextVAE": ("medm2g_core.models.text_vae", "TextVAE"),

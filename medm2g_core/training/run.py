@@ -7,6 +7,7 @@ folder as its ``--model``, so ``train vae`` -> ``train ldm`` chains without copy
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from medm2g_core.vocabulary import (
     LDM_MODALITIES,
     MODALITY_KEYS,
     MODEL_INDEX,
+    OOD_REFERENCE,
     REPORT_ROUND,
     SPATIAL_ROUND,
     VAE_MODALITIES,
@@ -285,7 +287,27 @@ def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | Non
     return results
 
 
-ALL_STAGES = ("vae-image", "ldm-xray", "ldm-ct", "ldm-mri", "vae-text", "ldm-text", "align", "cross")
+def train_ood(run: StageRun) -> TrainResult:
+    """``medm2g train ood``: the out-of-distribution reference (no optimisation: the train split's latent
+    statistics of each image modality, the val split's farthest volume for the threshold) added to the model."""
+    from medm2g_core.sampling.ood import build_reference
+
+    base = load_base(run, ("image_vae",))
+    cache = open_cache(run)
+    run.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    reference = build_reference(base, cache)
+    model = base.with_component(OOD_REFERENCE, reference)
+    thresholds = {f"threshold_{m}": round(reference.threshold(m), 3) for m in reference.config.modalities}
+    model.info = {**model.info, "stage:ood": thresholds}
+    model.save_pretrained(run.out / "model", overwrite=True)
+    result = TrainResult(steps=0, metrics=thresholds, run_dir=run.out, wall_s=time.perf_counter() - started,
+                         steps_per_s=0.0)
+    write_run_record(run, "ood", OptimConfig(steps=0), result)
+    return result
+
+
+ALL_STAGES = ("vae-image", "ldm-xray", "ldm-ct", "ldm-mri", "vae-text", "ldm-text", "align", "cross", "ood")
 
 
 def stage_done(folder: Path) -> bool:
@@ -301,6 +323,8 @@ def _one_of_all(run: StageRun, name: str) -> list[TrainResult]:
         return [train_ldm(run, modality)]
     if kind == "align":
         return [train_align(run)]
+    if kind == "ood":
+        return [train_ood(run)]
     results = train_cross_all(run)
     write_text(run.out / "run.json", json.dumps({"medm2g": __version__, "command": "train cross --all",
                                                  "rounds": [r.steps for r in results]}, indent=2) + "\n",
@@ -312,7 +336,8 @@ def train_all(run: StageRun, announce: Callable[[int, str, bool], None] | None =
               ) -> dict[str, list[TrainResult]]:
     """``medm2g train all``: every stage of the recipe in order, each in ``RUN/<stage>`` on the previous stage's
     model (the chain of the single commands), then ``RUN/model``. The data is cached once (``RUN/cache``). With
-    ``run.resume`` finished stages are kept and the interrupted one continues from its newest checkpoint.
+    ``run.resume`` finished stages are kept and the interrupted one continues from its newest checkpoint; a
+    finished stage after one that trained now is stale (its base changed) and is trained again from scratch.
     ``announce(index, name, skipped)`` is told of each stage before it starts."""
     if not run.resume and run.out.exists() and any(run.out.iterdir()):
         raise InputError(f"run folder {run.out} is not empty; ask for resume to continue that run, or choose another "
@@ -321,10 +346,12 @@ def train_all(run: StageRun, announce: Callable[[int, str, bool], None] | None =
     model, done = run.base_model, {}
     for index, name in enumerate(ALL_STAGES):
         folder = run.out / name
-        skipped = stage_done(folder)
+        skipped = stage_done(folder) and not done
         if announce:
             announce(index, name, skipped)
         if not skipped:
+            if done and stage_done(folder):
+                shutil.rmtree(folder)
             done[name] = _one_of_all(replace(run, data=data, out=folder, base_model=model), name)
         model = folder / "model"
     MedM2G.from_pretrained(model).save_pretrained(run.out / "model", overwrite=True)

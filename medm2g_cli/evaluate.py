@@ -62,7 +62,7 @@ def _variants(specs: list[str], model: str | None) -> dict[str, MedM2G]:
 
 
 def _downstream(data: Path, out: Path, model: str | None, variant: list[str], synthetic: list[str], seeds: int,
-                pretrain_steps: int, head_steps: int, segment: str, baseline_steps: int) -> None:
+                pretrain_steps: int, head_steps: int, segment: str, baseline_steps: int | None) -> None:
     """Table 8: every corpus checked before anything is written, then the rows pre-trained and scored."""
     from medm2g_core.data.cache import Cache, CacheConfig
     from medm2g_core.data.manifest import read_manifest
@@ -73,7 +73,7 @@ def _downstream(data: Path, out: Path, model: str | None, variant: list[str], sy
     if model is not None or variant:
         raise InputError("downstream scores corpora made beforehand (--synthetic); it takes no --model or --variant")
     options = DownstreamOptions(seeds=seeds, pretrain_steps=pretrain_steps, head_steps=head_steps, segment=segment,
-                                baseline_steps=baseline_steps)
+                                **({} if baseline_steps is None else {"baseline_steps": baseline_steps}))
     manifests = {name: open_corpus(name, path) for name, path in parse_synthetic(synthetic).items()}
     resolution = Cache.open(data).resolution if (data / CACHE_INDEX).is_file() else CacheConfig().resolution
     cache = _cache(data, out, resolution)
@@ -98,8 +98,9 @@ def evaluate_command(
     guidance: float | None = GUIDANCE_OPTION,
     sources: str = typer.Option("T2,FLAIR", "--sources", help="mri-synthesis: the source contrasts."),
     target: str = typer.Option("T1", "--target", help="mri-synthesis: the target contrast."),
-    baseline_steps: int = typer.Option(600, "--baseline-steps", help="Training steps of the supervised UNet "
-                                       "baseline of the translation tasks."),
+    baseline_steps: int | None = typer.Option(None, "--baseline-steps", help="Training steps of the supervised UNet "
+                                              "baseline of the translation tasks (default 600) and of downstream's "
+                                              "MRI -> CT rows (default 100)."),
     samples: int = typer.Option(1, "--samples", help="mri-to-ct, mri-synthesis: MedM2G's output is the mean of N "
                                 "samples; with N >= 2 also the calibration of their per-voxel standard deviation "
                                 "(rank correlation with the error, AUSE) and uncertainty maps beside error maps."),
@@ -109,9 +110,9 @@ def evaluate_command(
     synthetic: list[str] = typer.Option([], "--synthetic", help="downstream: a synthesize-dataset corpus (CORPUS or "
                                         "NAME=CORPUS), repeated; each is a row added to real only. Every record "
                                         "must be marked synthetic."),
-    pretrain_steps: int = typer.Option(400, "--pretrain-steps", help="downstream: contrastive pre-training steps of "
+    pretrain_steps: int = typer.Option(300, "--pretrain-steps", help="downstream: contrastive pre-training steps of "
                                        "every row (the same budget per row)."),
-    head_steps: int = typer.Option(300, "--head-steps", help="downstream: training steps of each classifier, "
+    head_steps: int = typer.Option(200, "--head-steps", help="downstream: training steps of each classifier, "
                                    "segmentation and detection head on the frozen encoder."),
     segment: str = typer.Option("pneumothorax", "--segment", help="downstream: the finding to segment (SIIM's is "
                                 "pneumothorax)."),
@@ -151,7 +152,8 @@ def evaluate_command(
     if variant and task != "ablation":
         raise InputError("--variant is for the ablation task; the other tasks take one --model")
     options = EvalOptions(split, cases, seeds, SamplingConfig(steps=steps, guidance=guidance),
-                          tuple(s.strip() for s in sources.split(",")), target, baseline_steps, samples)
+                          tuple(s.strip() for s in sources.split(",")), target,
+                          EvalOptions.baseline_steps if baseline_steps is None else baseline_steps, samples)
     variants = _variants(variant, model) if task == "ablation" else {"model": open_model(model)}
     cache = _cache(data, out, image_resolution(next(iter(variants.values()))))
     manifest = read_manifest(cache.index["manifest"])

@@ -13,7 +13,7 @@ from medm2g_core.evaluation.downstream_data import chest_truth, parse_synthetic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ENV = {"OMP_NUM_THREADS": "1"}
-TINY = ("--seeds", "2", "--pretrain-steps", "4", "--head-steps", "4", "--baseline-steps", "3")
+TINY = ("--seeds", "2", "--pretrain-steps", "4", "--head-steps", "4", "--baseline-steps", "1")
 CELLS = [f"{metric} {share}" for metric in ("AUC", "Dice", "mAP") for share in ("1%", "100%")]
 TEST_CHEST = (2, 4, 5)  # seed 2's chest cases: 0 and 4 hold a pneumothorax, 0-3 a nodule or mass
 

@@ -227,7 +227,8 @@ def chest_scores(encoder: FilmEncoder, train: Films, test: Films, options: Downs
             scores[f"mAP {share}"] = detection_map(
                 train_features[DETECTION_STAGE][rows], [train.boxes[r] for r in rows],
                 test_features[DETECTION_STAGE], test.boxes, resolution, options.head_steps, seed)
-    return scores, masks
+    order = [f"{metric} {_percent(f)}" for metric in ("AUC", "Dice", "mAP") for f in options.fractions]
+    return {cell: scores[cell] for cell in order if cell in scores}, masks  # Table 8's column order
 
 
 def generation_scores(real: tuple[np.ndarray, np.ndarray], extra: tuple[np.ndarray, np.ndarray] | None,

@@ -27,7 +27,7 @@ CORPORA = {"MedM2G": (), "unguided": ("--guidance", "0")}
 def medm2g(*args: str) -> float:
     """Run ``medm2g ARGS`` with this interpreter; its wall time in seconds."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medm2g_cli", "--quiet", *args], check=True)
+    subprocess.run([sys.executable, "-m", "medm2g_cli", *args], check=True)
     return time.perf_counter() - started
 
 

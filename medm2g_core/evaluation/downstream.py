@@ -253,6 +253,9 @@ def paired_test(reference: list[float], row: list[float]) -> dict[str, float | s
 
 
 def _tasks(train: Films, test: Films, segment: str, notes: list[str]) -> tuple[str, ...]:
+    both = (test.labels.sum(0) > 0) & (test.labels.sum(0) < len(test))
+    if not both.any():
+        raise InputError("--data: no chest finding is both present and absent among the test films; AUC needs both")
     tasks = ["classification"]
     if test.masks is not None and test.masks.any() and train.masks is not None and train.masks.any():
         tasks.append("segmentation")

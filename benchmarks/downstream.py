@@ -51,9 +51,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, help="cases per corpus (default: one per training report)")
     parser.add_argument("--synth-steps", type=int, default=25, help="DDIM steps of the corpora")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--head-steps", type=int, default=200)
-    parser.add_argument("--baseline-steps", type=int, default=100)
+    parser.add_argument("--pretrain-steps", type=int, default=120)
+    parser.add_argument("--head-steps", type=int, default=100)
+    parser.add_argument("--baseline-steps", type=int, default=30)
     parser.add_argument("--write", action="store_true", help="write BENCHMARKS.md and the model card")
     args = parser.parse_args()
     timings = {}

@@ -100,7 +100,7 @@ def evaluate_command(
     target: str = typer.Option("T1", "--target", help="mri-synthesis: the target contrast."),
     baseline_steps: int | None = typer.Option(None, "--baseline-steps", help="Training steps of the supervised UNet "
                                               "baseline of the translation tasks (default 600) and of downstream's "
-                                              "MRI -> CT rows (default 100)."),
+                                              "MRI -> CT rows (default 30)."),
     samples: int = typer.Option(1, "--samples", help="mri-to-ct, mri-synthesis: MedM2G's output is the mean of N "
                                 "samples; with N >= 2 also the calibration of their per-voxel standard deviation "
                                 "(rank correlation with the error, AUSE) and uncertainty maps beside error maps."),
@@ -110,9 +110,9 @@ def evaluate_command(
     synthetic: list[str] = typer.Option([], "--synthetic", help="downstream: a synthesize-dataset corpus (CORPUS or "
                                         "NAME=CORPUS), repeated; each is a row added to real only. Every record "
                                         "must be marked synthetic."),
-    pretrain_steps: int = typer.Option(300, "--pretrain-steps", help="downstream: contrastive pre-training steps of "
+    pretrain_steps: int = typer.Option(120, "--pretrain-steps", help="downstream: contrastive pre-training steps of "
                                        "every row (the same budget per row)."),
-    head_steps: int = typer.Option(200, "--head-steps", help="downstream: training steps of each classifier, "
+    head_steps: int = typer.Option(100, "--head-steps", help="downstream: training steps of each classifier, "
                                    "segmentation and detection head on the frozen encoder."),
     segment: str = typer.Option("pneumothorax", "--segment", help="downstream: the finding to segment (SIIM's is "
                                 "pneumothorax)."),

@@ -73,8 +73,9 @@ def main() -> None:
     body = (f"Phantom world {args.data} ({saved['cases']} real test chest films). Corpora: `synthesize-dataset "
             f"--from-manifest` of the world's training reports, DDIM {args.synth_steps}, the shipped default model; "
             "MedM2G at its default guidance, unguided at guidance 0 (the unconditional branch: images that ignore "
-            "their reports, the weaker generator standing in for UniXGen). Wall time on this 2-core machine (one "
-            "core shared with a training job): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+            "their reports, the weaker generator standing in for UniXGen). Wall time of this run on the 2-core "
+            "machine (shared with other jobs; a resumed corpus counts its check only): "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
             + ".\n\nEvaluation: `medm2g " + shlex.join(evaluate) + "`\n\n" + table + "\nReading (paired t-test over "
             "seeds against real only, p < 0.05):\n\n" + reading(saved) + "\n")
     print(body)

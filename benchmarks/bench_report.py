@@ -6,9 +6,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER = "# Benchmarks\n\nEvery figure here comes from a script in benchmarks/, with the command that made it.\n"
 
 
-def write_section(section: str, body: str, command: str) -> None:
-    """Replace (or append) ``section`` of BENCHMARKS.md with ``body`` and the command that produced it."""
-    path = ROOT / "BENCHMARKS.md"
+def write_section(section: str, body: str, command: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Replace (or append) ``section`` of BENCHMARKS.md (or another Markdown file at ``path``) with ``body`` and the
+    command that produced it."""
     text = path.read_text() if path.exists() else HEADER
     block = f"{section}\n\nCommand: `{command}`\n\n{body}\n"
     if section in text:

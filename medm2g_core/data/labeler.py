@@ -269,7 +269,8 @@ _CHEST_CONTEXT = re.compile(
 )
 
 
-def _domain(text: str) -> str | None:
+def report_anatomy(text: str) -> str | None:
+    """"brain" or "chest" by which anatomy's words a text mentions more often; None on a tie."""
     brain, chest = len(_BRAIN_CONTEXT.findall(text)), len(_CHEST_CONTEXT.findall(text))
     return "brain" if brain > chest else "chest" if chest > brain else None
 
@@ -507,7 +508,7 @@ def mention_values(text: str) -> dict[str, list[int]]:
 
 def _mentions(text: str) -> list[_Mention]:
     body = _report_body(text).lower()
-    report_domain = _domain(body) or "chest"
+    report_domain = report_anatomy(body) or "chest"
     return [mention for sentence in _SENTENCE_END.split(body)
             for mention in _sentence_mentions(sentence.strip(), report_domain)]
 
@@ -527,7 +528,7 @@ def _report_body(text: str) -> str:
 
 
 def _sentence_mentions(text: str, report_domain: str) -> list[_Mention]:
-    sentence = _Sentence(text, _find_hits(text, _domain(text) or report_domain), _find_cues(text))
+    sentence = _Sentence(text, _find_hits(text, report_anatomy(text) or report_domain), _find_cues(text))
     mentions = [_qualified(sentence, hit, value) for hit in sentence.hits
                 if (value := _classify(sentence, hit)) is not None]
     mentions += [_Mention(concept, NEGATIVE, besides=bool(_BESIDES.search(match.group())))

@@ -1,7 +1,8 @@
 """Baselines that a user would otherwise reach for, trained or fitted on the training split of the same cache.
 
 - :func:`train_regression`: a supervised image-to-image UNet (diffusers ``UNet2DModel``) from paired source
-  slices (one channel per source contrast) to the target slice with an L1 loss: the usual answer to MRI -> CT.
+  slices (one channel per source contrast) to the target slice with an L1 loss: the usual answer to MRI -> CT
+  (:func:`fit_regression` on any pairs: Table 8 adds synthetic ones).
 - :func:`nearest_report`: report retrieval in the model's aligned space: the training report whose text
   embedding is nearest to the image's embedding (central alignment makes the two comparable).
 """
@@ -43,11 +44,15 @@ def paired_slices(cache: Cache, split: str, sources: tuple[str, ...], target: st
 
 def train_regression(cache: Cache, sources: tuple[str, ...], target: str, config: RegressionConfig) -> UNet2DModel:
     """A UNet regressing ``target`` slices from ``sources`` slices of the training split (L1, Adam)."""
-    x, y = paired_slices(cache, "train", sources, target)
+    return fit_regression(*paired_slices(cache, "train", sources, target), config)
+
+
+def fit_regression(x: np.ndarray, y: np.ndarray, config: RegressionConfig) -> UNet2DModel:
+    """A UNet regressing target slices ``y`` [N, R, R] from source stacks ``x`` [N, S, R, R] (L1, Adam)."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     levels = len(config.block_out_channels)
-    net = UNet2DModel(sample_size=cache.resolution, in_channels=len(sources), out_channels=1,
+    net = UNet2DModel(sample_size=x.shape[-1], in_channels=x.shape[1], out_channels=1,
                       block_out_channels=config.block_out_channels, layers_per_block=1,
                       down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
                       norm_num_groups=8)

@@ -38,8 +38,26 @@ def markdown_table(result: TaskResult) -> str:
         cells = [result.columns.get(method, {}).get(c, "") for c in fixed]
         cells += [f"{row[m][0]:.4g} +/- {row[m][1]:.2g}" if m in row else "" for m in metrics]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += _paired_table(result)
     lines += [""] + [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def _paired_cell(test: dict) -> str:
+    return f"{test['difference']:+.3g} +/- {test['std']:.2g} (p {test['p']:.2g}, {test['verdict']})"
+
+
+def _paired_table(result: TaskResult) -> list[str]:
+    """Each compared row against the reference, cell by cell: paired difference over seeds, p, verdict."""
+    if not result.paired:
+        return []
+    metrics = list(dict.fromkeys(m for row in result.paired.values() for m in row))
+    lines = ["", "Paired difference to the first row over seeds (mean +/- std, paired t-test p, verdict at p < 0.05):",
+             "", "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for method, tests in result.paired.items():
+        lines.append(f"| {method} | " + " | ".join(_paired_cell(tests[m]) if m in tests else "" for m in metrics)
+                     + " |")
+    return lines
 
 
 def _tile(image: np.ndarray, label: str) -> Image.Image:
@@ -105,6 +123,18 @@ def write_results(result: TaskResult, out: Path, command: str) -> Path:
     return write_text(out / "index.html", _page(result, table, grids, plots, command), overwrite=True)
 
 
+def _paired_html(result: TaskResult) -> str:
+    if not result.paired:
+        return ""
+    metrics = list(dict.fromkeys(m for row in result.paired.values() for m in row))
+    rows = "".join("<tr><th>" + html.escape(method) + "</th>" + "".join(
+        f"<td>{html.escape(_paired_cell(tests[m]))}</td>" if m in tests else "<td></td>" for m in metrics) + "</tr>"
+        for method, tests in result.paired.items())
+    header = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    return (f"<h2>Paired difference to {html.escape(next(iter(result.seeds)))} over seeds</h2>"
+            f"<table><tr><th>method</th>{header}</tr>{rows}</table>")
+
+
 def _page(result: TaskResult, table: str, grids: list[str], plots: list[tuple[str, str]], command: str) -> str:
     summary = result.summary()
     fixed, metrics = _headers(result)
@@ -120,7 +150,7 @@ def _page(result: TaskResult, table: str, grids: list[str], plots: list[tuple[st
         "</style></head><body>",
         f"<h1>{html.escape(result.task)} ({PAPER_TABLE[result.task]})</h1>",
         f"<p>{result.cases} cases; command <code>{html.escape(command)}</code>. Generated images are synthetic.</p>",
-        f"<table><tr><th>method</th>{header}</tr>{rows}</table>",
+        f"<table><tr><th>method</th>{header}</tr>{rows}</table>", _paired_html(result),
         "<h2>Samples</h2>", *(f"<div><p>{html.escape(s.title)}</p><img src='{g}' alt='sample {n}'></div>"
                             for n, (s, g) in enumerate(zip(result.samples, grids, strict=True))),
         "<h2>Per-case distributions (first seed)</h2>",

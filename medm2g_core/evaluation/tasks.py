@@ -70,7 +70,7 @@ from medm2g_core.sampling.translate import TranslateOptions, output_mapping, tra
 from medm2g_core.vocabulary import EVAL_TASKS, MRI_CONTRASTS, SLICE_NOISE
 
 PAPER_TABLE = {"mri-to-ct": "Table 6", "mri-synthesis": "Table 2", "report": "Table 1", "text-to-image": "Tables 3-4",
-               "xray-generation": "Table 5", "ablation": "Table 7"}
+               "xray-generation": "Table 5", "ablation": "Table 7", "downstream": "Table 8"}
 DIVERSITY_SIDE = 192  # MS-SSIM's five scales need 176 pixels a side: films are upsampled for it
 MODEL = "MedM2G"
 MEAN_SLICE = "mean training slice"
@@ -130,6 +130,7 @@ class TaskResult:
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     columns: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> fixed column -> text (Table 7)
+    paired: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> metric -> paired test (Table 8)
 
     def add(self, method: str, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -147,7 +148,7 @@ class TaskResult:
     def as_json(self) -> dict:
         return {"task": self.task, "paper_table": PAPER_TABLE[self.task], "cases": self.cases,
                 "seeds": self.seeds, "summary": self.summary(), "per_case": self.per_case, "notes": self.notes,
-                "columns": self.columns}
+                "columns": self.columns, "paired": self.paired}
 
 
 def held_out(manifest: Manifest, split: str, keys: tuple[str, ...], limit: int | None, report: bool = False) -> list:

@@ -16,10 +16,11 @@ Example (the README's "From Python")::
 """
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from medm2g_core.apps.translate import read_source
+from medm2g_core.apps.translate import read_source, screen
 from medm2g_core.devices import resolve_device
 from medm2g_core.io import load
 from medm2g_core.io.volume import Volume, canonical_target
@@ -62,11 +63,15 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
     return load.write_volume(volume, path, overwrite=overwrite)
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
 def translate(images: Image | Sequence[Image], to: str, contrast: str | None = None, model: ModelSpec = None,
               steps: int = 50, guidance: float | None = None, eta: float = 1.0, scheduler: str = "ddim",
               seed: int = 0, batch_size: int = 32, drr_strength: float = DRR_STRENGTH,
               progress: Callable[[int, int], None] | None = None, samples: int = 1,
-              slice_noise: str = "shared") -> Volume:
+              slice_noise: str = "shared", strict: bool = False) -> Volume:
     """Translate to ``to`` (ct, mri, xray) on the input's exact grid (CT in HU); ``contrast`` names the MRI
     target (T1 when ``to="mri"`` and none is given). Several MRI contrasts of one grid are used together. A CT
     volume's X-ray starts from the CT's projection, of which the model redraws ``drr_strength`` (0-1].
@@ -74,28 +79,34 @@ def translate(images: Image | Sequence[Image], to: str, contrast: str | None = N
     (``medm2g_core.sampling.translate.translate_samples`` also gives their per-voxel standard deviation).
     ``slice_noise`` "shared" (one noise for all slices: consistent in sagittal and coronal views) or
     "independent" (one per slice). ``guidance`` None is each flow's default. ``progress(done, total)`` is called
-    per denoising step."""
+    per denoising step. An input unlike the model's training images raises a ``UserWarning`` (``strict``: an
+    InputError), as the CLI warns."""
     sources = [_volume(image) for image in ([images] if isinstance(images, (str, os.PathLike, Volume)) else images)]
     check_sources(sources)
     if canonical_target(to) == "mri" and contrast is None:
         contrast = "T1"
     options = TranslateOptions(to, contrast, SamplingConfig(steps, eta, guidance, scheduler), seed, batch_size,
                                drr_strength, samples, slice_noise)
-    return translate_volume(_model(model), sources, options, progress)
+    medm2g = _model(model)
+    screen(medm2g, sources[0], strict, _warn)
+    return translate_volume(medm2g, sources, options, progress)
 
 
 def report(image: Image, model: ModelSpec = None, n: int = 1, steps: int = 50, guidance: float | None = None,
            eta: float = 1.0, scheduler: str = "ddim", seed: int = 0, beams: int = 1,
-           redraws: int = REPORT_REDRAWS, samples: int = 1) -> list[Report]:
+           redraws: int = REPORT_REDRAWS, samples: int = 1, strict: bool = False) -> list[Report]:
     """``n`` AI-generated reports of an X-ray, CT or MRI (seeds ``seed .. seed+n-1``): each has ``text`` (with
     the synthetic header), ``labels`` (finding -> 1 stated, 0 negated, None not mentioned) and ``seed``. A report
     that states and negates one finding, or names the other anatomy's, is drawn again up to ``redraws`` times;
     ``draws`` says how many it took and ``problems`` what is still wrong if none passed. ``guidance`` None is the
     flow's default (7.0 on the default model's guided report hop). ``samples`` > 1: each report is the most
-    typical of that many drawn, and its ``agreement`` gives the share of them stating each finding."""
+    typical of that many drawn, and its ``agreement`` gives the share of them stating each finding. An input unlike
+    the model's training images raises a ``UserWarning`` (``strict``: an InputError)."""
     options = ReportOptions(SamplingConfig(steps, eta, guidance, scheduler), seed, n, num_beams=beams,
                             redraws=redraws, samples=samples)
-    return write_report(_model(model), _volume(image), options)
+    medm2g, volume = _model(model), _volume(image)
+    screen(medm2g, volume, strict, _warn)
+    return write_report(medm2g, volume, options)
 
 
 def generate(prompt: str, modality: str | Sequence[str] = "xray", contrast: str = "T1", model: ModelSpec = None,

@@ -5,12 +5,14 @@ import io
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import pytest
 
 import medm2g_core
+from medm2g_core.errors import InputError
 from medm2g_core.io.nifti import write_nifti
 from medm2g_core.phantoms.world import PhantomConfig, make_case
 
@@ -67,3 +69,16 @@ def test_translate_takes_a_path_or_a_volume_alike(case_files):
     mri = medm2g_core.translate(medm2g_core.read_volume(case_files / "t1.nii.gz"), to="mri", contrast="t2",
                                 model=model, steps=2)
     assert (mri.modality, mri.contrast) == ("MR", "T2")
+
+
+def test_the_api_warns_about_an_input_unlike_the_training_images_and_strict_refuses_it(case_files):
+    model = medm2g_core.load_model(device="cpu")
+    t1 = medm2g_core.read_volume(case_files / "t1.nii.gz")
+    inverted = t1.with_data(t1.data.max() - t1.data)
+    with pytest.warns(UserWarning, match="unlike the MRI images the model was trained on"):
+        medm2g_core.translate(inverted, to="ct", model=model, steps=2)
+    with pytest.raises(InputError, match="refused"):
+        medm2g_core.report(inverted, model=model, steps=2, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a phantom T1 is inside: no warning
+        medm2g_core.translate(t1, to="ct", model=model, steps=2)

@@ -290,7 +290,7 @@ def train_cross_all(run: StageRun, lcag: bool | None = None, spatial: bool | Non
 def train_ood(run: StageRun) -> TrainResult:
     """``medm2g train ood``: the out-of-distribution reference (no optimisation: the train split's latent
     statistics of each image modality, the val split's farthest volume for the threshold) added to the model."""
-    from medm2g_core.sampling.ood import build_reference
+    from medm2g_core.training.ood_stage import build_reference
 
     base = load_base(run, ("image_vae",))
     cache = open_cache(run)

@@ -177,7 +177,8 @@ def ood(
     the model, so that `translate` and `report` warn about inputs unlike them (`--strict`: refuse).
 
     No optimisation: the image VAE encodes the data's train slices (mean and covariance per modality) and its val
-    volumes (the threshold: twice the farthest). Use the data the model was trained on.
+    volumes (the threshold: 1.25 times the farthest); the same pass records where the anatomy lies in the train
+    volumes (position and size), which translation standardises its inputs to. Use the data the model was trained on.
 
     Example: `medm2g train ood --data data/phantom --model runs/all/model --out runs/ood`
     """

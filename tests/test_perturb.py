@@ -39,3 +39,14 @@ def test_each_perturbation_does_what_it_says(t1):
     assert np.linalg.norm(centres[0] - centres[1]) > 0.1 * min(data.shape[:2])  # the head moved (15 % of the FOV)
     gain = PERTURBATIONS["bias field"](t1, 1.0, 1).data / np.where(data > 0.2 * scale, data, np.nan)
     assert 0.3 < np.nanmax(gain) - np.nanmin(gain) < 1.5  # a smooth gain of about +/- 0.5 in log
+
+
+def test_the_field_of_view_size_zooms_the_anatomy_by_30_percent_either_way(t1):
+    def width(data):  # foreground extent along the first in-plane axis, in voxels
+        rows = np.flatnonzero((data > 0.1 * np.percentile(t1.data, 99)).any(axis=(1, 2)))
+        return rows[-1] - rows[0] + 1
+
+    ratios = {round(width(PERTURBATIONS["field of view size"](t1, 1.0, seed).data) / width(t1.data), 2)
+              for seed in range(8)}
+    assert min(ratios) == pytest.approx(0.7, abs=0.06)  # a wider field of view: the head smaller
+    assert max(ratios) > 1.1  # a tighter one: larger, cut where it leaves the image

@@ -92,11 +92,12 @@ def _same_grid(output: Volume, reference: Volume) -> None:
                          "or the affines differ")
 
 
-def volume_psnr_ssim(output: Volume, reference: Volume) -> dict[str, float]:
+def volume_psnr_ssim(output: Volume, reference: Volume, own_scale: bool = False) -> dict[str, float]:
     """{"psnr": dB over every voxel, "ssim": mean over axial slices (as :func:`ssim`)} of ``output`` against
-    ``reference`` on the same grid, in the reference's normalised intensities."""
+    ``reference`` on the same grid, in the reference's normalised intensities (``own_scale``: each volume through
+    its own intensity map, for MRI in arbitrary units, where only contrast is comparable)."""
     _same_grid(output, reference)
-    x = np.moveaxis(_normalised(output, reference), 2, 0)  # [K, I, J]
+    x = np.moveaxis(_normalised(output, output if own_scale else reference), 2, 0)  # [K, I, J]
     y = np.moveaxis(_normalised(reference, reference), 2, 0)
     a, b = _pair(x, y, DATA_RANGE, SSIM_WINDOW)
     volume_psnr = peak_signal_noise_ratio(a, b, data_range=DATA_RANGE)

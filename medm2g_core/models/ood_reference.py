@@ -40,7 +40,10 @@ class OODReference(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, modalities: tuple[str, ...] = ("xray", "ct", "mri"), features: int = 256, pool: int = 2,
-                 shrinkage: float = 1e-3) -> None:
+                 shrinkage: float = 1e-3, frames: dict[str, list[float]] | None = None) -> None:
+        """``frames``: per modality (and per MRI contrast's cache key, ``mr_t1`` ...), the range of the training
+        volumes' frames (x, y, size low/high, :class:`medm2g_core.data.framing.FrameRange`), which translation
+        standardises its inputs to."""
         super().__init__()
         for modality in modalities:
             self.register_buffer(f"mean_{modality}", torch.zeros(features))
@@ -63,11 +66,12 @@ class OODReference(ModelMixin, ConfigMixin):
 
 @torch.no_grad()
 def fit_reference(train: dict[str, torch.Tensor], held_out: dict[str, list[torch.Tensor]],
-                  config: OODReferenceConfig | None = None) -> OODReference:
+                  config: OODReferenceConfig | None = None, frames: dict[str, list[float]] | None = None,
+                  ) -> OODReference:
     """The reference of each modality from its training latents [N, C, h, w] (mean, shrunk covariance) and the
-    latents of its held-out volumes (one tensor per volume: the threshold)."""
+    latents of its held-out volumes (one tensor per volume: the threshold); ``frames`` are kept as given."""
     config = config or OODReferenceConfig(modalities=tuple(train))
-    reference = OODReference(tuple(train), config.features, config.pool, config.shrinkage)
+    reference = OODReference(tuple(train), config.features, config.pool, config.shrinkage, frames)
     for modality, latents in train.items():
         features = reference.features(latents).double()  # [N, F]
         if features.shape[1] != config.features:

@@ -2,7 +2,8 @@
 
 Each perturbation takes a volume (or a film) and a strength in [0, 1] and returns a volume on the same grid, in
 the same units, drawn from its own generator (``seed``): noise, a smooth multiplicative bias field, intensity
-scaling, a lower bit depth, in-plane blur, thick slices, lower in-plane resolution, and a shifted field of view.
+scaling, a lower bit depth, in-plane blur, thick slices, lower in-plane resolution, a shifted field of view and a
+larger or smaller one.
 The robustness benchmark (``benchmarks/robustness.py``) applies them to test inputs at two strengths; the phantom
 world's domain randomisation is to draw from the same functions, so that what is measured is what is trained.
 """
@@ -103,8 +104,24 @@ def shifted_field_of_view(volume: Volume, strength: float, seed: int) -> Volume:
     return volume.with_data(moved.astype(np.float32))
 
 
+def field_of_view(volume: Volume, strength: float, seed: int) -> Volume:
+    """Another field of view: the anatomy zoomed in-plane about the image centre by ``1 +/- 0.3 * strength`` (a
+    random sign: a tighter field of view, anatomy cut at the edges, or a wider one); what moves in fills with the
+    image's background."""
+    rng = np.random.default_rng(seed)
+    zoom = 1.0 + 0.3 * strength * rng.choice((-1.0, 1.0))
+    matrix = np.array([1 / zoom, 1 / zoom] + [1.0] * (volume.data.ndim - 2))
+    centre = (np.array(volume.data.shape, float) - 1) / 2
+    offset = centre - matrix * centre
+    background = float(np.percentile(volume.data, 1))
+    zoomed = ndimage.affine_transform(volume.data, matrix, offset, order=1, cval=background)
+    return volume.with_data(zoomed.astype(np.float32))
+
+
 PERTURBATIONS: dict[str, Perturbation] = {
     "noise": noise, "bias field": bias_field, "intensity scale": intensity_scale, "bit depth": bit_depth,
     "blur": blur, "thick slices": thick_slices, "low resolution": low_resolution,
-    "shifted field of view": shifted_field_of_view,
+    "shifted field of view": shifted_field_of_view, "field of view size": field_of_view,
 }
+GEOMETRIC = frozenset({"shifted field of view", "field of view size"})
+"""Perturbations that move the anatomy: the right output moves with it, so a benchmark moves the truth too."""

@@ -3,8 +3,9 @@
 ``medm2g train ood`` (:func:`medm2g_core.training.ood_stage.build_reference`) measures the training distribution
 of each image modality from a cache (the train split's slices; the val split's volumes set the threshold:
 :mod:`medm2g_core.models.ood_reference`) and stores it in the model as ``ood_reference``. :func:`check_input`
-cuts an input as translation does, encodes its slices with the image VAE, and compares the median distance with
-the threshold of the modality the input says it is. An input of the wrong anatomy or modality, noise, or
+cuts an input as translation does (its frame standardised, :func:`medm2g_core.sampling.slices.standardise`), encodes
+its slices with the image VAE, and compares the median distance with the threshold of the modality the input says
+it is. An input of the wrong anatomy or modality, noise, or
 inverted intensities lands far outside; so does a real scan for a model trained on the phantom world only, which
 is what the warning is for.
 """
@@ -18,7 +19,7 @@ from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.ood_reference import OODReference
 from medm2g_core.sampling.guides import image_resolution
-from medm2g_core.sampling.slices import cut
+from medm2g_core.sampling.slices import cut, standardise
 from medm2g_core.sampling.translate import source_modality
 from medm2g_core.vocabulary import OOD_REFERENCE
 
@@ -53,6 +54,7 @@ def check_input(model: MedM2G, volume: Volume) -> OODCheck | None:
     modality = source_modality(volume)
     if modality not in reference.config.modalities:
         return None
-    images = torch.from_numpy(cut(volume, image_resolution(model)).images).float()[:, None]
+    images = cut(volume, image_resolution(model)).images
+    images = torch.from_numpy(standardise(model, modality, images, volume.contrast).forward(images)).float()[:, None]
     distances = reference.distance(modality, latent_means(model["image_vae"], images))
     return OODCheck(modality, float(distances.median()), reference.threshold(modality))

@@ -4,7 +4,9 @@ The same cut as the training cache (``medm2g_core.data.cache``): the volume turn
 orientation, axial slices transposed so rows run along array axis 1, padded to a centred square and resized
 with antialiasing to the model's resolution; intensities mapped to [-1, 1] per modality. The way back undoes
 each step: resize to the padded square, crop, transpose, turn back to the input's orientation. The affine is
-never touched, so the output sits on the input grid voxel for voxel.
+never touched, so the output sits on the input grid voxel for voxel. :func:`standardise` says how a stack moves into
+the frame the model was trained on (:mod:`medm2g_core.data.framing`); translation applies it to its inputs and its
+inverse to its outputs.
 """
 
 from dataclasses import dataclass
@@ -15,9 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from medm2g_core.data.cache import canonical, square_resize
+from medm2g_core.data.framing import FrameRange, Reframe, measure, reframe
 from medm2g_core.data.intensity import IntensityMap, intensity_map
 from medm2g_core.errors import InputError
 from medm2g_core.io.volume import Volume
+from medm2g_core.models.medm2g import MedM2G
+from medm2g_core.vocabulary import OOD_REFERENCE
 
 MIN_FOREGROUND = 0.05  # slices whose foreground covers less than this are not generated (as in the cache)
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -71,3 +76,20 @@ def uncut(stack: SliceStack, images: np.ndarray, mapping: IntensityMap, backgrou
         return out
     back = nib.orientations.ornt_transform(RAS, stack.orientation)
     return np.ascontiguousarray(nib.orientations.apply_orientation(out, back), dtype=np.float32)
+
+
+def trained_frame(model: MedM2G, modality: str, contrast: str | None = None) -> FrameRange | None:
+    """The frame range the model's ``modality`` inputs (of an MRI ``contrast``, if it has its own) were trained on;
+    None for a model that does not record it."""
+    if OOD_REFERENCE not in model:
+        return None
+    frames = model[OOD_REFERENCE].config.get("frames") or {}
+    key = f"mr_{contrast.lower()}" if modality == "mri" and contrast else modality
+    key = key if key in frames else modality
+    return FrameRange.from_list(frames[key]) if key in frames else None
+
+
+def standardise(model: MedM2G, modality: str, images: np.ndarray, contrast: str | None = None) -> Reframe:
+    """How slices [S, R, R] of a ``modality`` input ("ct", "mri", "xray"; an MRI of ``contrast``) move into the
+    model's training frame: the identity when they are inside it or the model does not record one."""
+    return reframe(measure(images), trained_frame(model, modality, contrast))

@@ -40,7 +40,7 @@ from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.phantoms.drr import drr
 from medm2g_core.sampling.guides import decode_images, image_guide, image_resolution
 from medm2g_core.sampling.routes import follow, refine
-from medm2g_core.sampling.slices import SliceStack, cut, uncut
+from medm2g_core.sampling.slices import SliceStack, cut, standardise, uncut
 from medm2g_core.vocabulary import (
     DETECTOR_SIZE_MM,
     DRR_STRENGTH,
@@ -186,6 +186,8 @@ def translate_samples(
         generators = _seeded(seeds, kept[middle], options)
         out = translate_slices(model, images, source, options, generators, progress, contrasts)
         return spread([_radiograph(film, sources[0], model, options) for film in out])
+    frame = standardise(model, source, stacks[0].images, contrasts[0])  # sources share a grid: one frame for all
+    stacks = [replace(s, images=frame.forward(s.images)) for s in stacks]
     outputs, per_batch = [], max(1, options.batch_size // len(seeds))
     starts = range(0, len(kept), per_batch)
     steps = options.sampling.steps
@@ -196,7 +198,7 @@ def translate_samples(
                                 contrasts)
         outputs.append(made.reshape(len(seeds), -1, *made.shape[1:]))  # [N, slices, R, R]: sample-major rows
     images = np.concatenate(outputs, axis=1)
-    return spread([_on_grid(sample, stacks[0], sources, model, options) for sample in images])
+    return spread([_on_grid(frame.inverse(sample), stacks[0], sources, model, options) for sample in images])
 
 
 def _seeded(seeds: list[int], indices: np.ndarray, options: TranslateOptions) -> list[torch.Generator]:

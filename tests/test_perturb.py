@@ -50,3 +50,16 @@ def test_the_field_of_view_size_zooms_the_anatomy_by_30_percent_either_way(t1):
               for seed in range(8)}
     assert min(ratios) == pytest.approx(0.7, abs=0.06)  # a wider field of view: the head smaller
     assert max(ratios) > 1.1  # a tighter one: larger, cut where it leaves the image
+
+
+def test_a_random_scanner_repeats_by_seed_applies_at_least_one_acquisition_change_and_varies_with_the_seed(t1):
+    from medm2g_core.phantoms.perturb import ACQUISITION, GEOMETRIC, randomise
+
+    assert not set(ACQUISITION) & GEOMETRIC and "intensity scale" not in ACQUISITION
+    drawn = [randomise(t1, seed) for seed in range(12)]
+    again, applied = randomise(t1, 3)
+    np.testing.assert_array_equal(again.data, drawn[3][0].data)
+    assert applied == drawn[3][1] and all(1 <= len(a) <= len(ACQUISITION) for _, a in drawn)
+    assert {name for _, a in drawn for name, _ in a} == set(ACQUISITION)  # every kind is drawn somewhere
+    assert all(not np.array_equal(v.data, t1.data) for v, _ in drawn)
+    assert len({tuple(a) for _, a in drawn}) == len(drawn)

@@ -17,9 +17,10 @@ from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.models.spatial_guide import SPATIAL_SLOTS, fill_slots, spatial_channels, spatial_input
 from medm2g_core.phantoms.world import PhantomConfig, make_case, prepare_phantom
 from medm2g_core.sampling.translate import TranslateOptions, translate_slices, translate_volume
+from medm2g_core.training.pairs import image_store
 from medm2g_core.training.recipe import load_recipe
 from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae
-from medm2g_core.training.spatial_stage import SpatialStage
+from medm2g_core.training.spatial_stage import SpatialStage, scanner_images, through_scanner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = load_recipe("micro")
@@ -182,3 +183,40 @@ def test_the_spatial_round_refuses_a_model_without_both_denoisers(spatial_world,
     assert result.exit_code == 2
     assert "denoiser_mri" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory) -> Cache:
+    root = tmp_path_factory.mktemp("scanner")
+    prepare_phantom(root / "phantom", PhantomConfig(cases=3, seed=9, tasks=("brain",), brain_slices=6,
+                                                    xray_pixels=64, brain_xray=False), workers=1)
+    build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
+    return Cache.open(root / "cache")
+
+
+@pytest.mark.parametrize("modality", ["ct", "mri"])
+def test_the_randomised_scanner_copy_repeats_by_seed_and_keeps_the_anatomy(small_cache, modality):
+    store = next(image_store(small_cache, s, modality) for s in ("train", "val", "test")
+                 if image_store(small_cache, s, modality) is not None)
+    config = small_cache.index["config"]
+    clean = store.tensors["image"]
+    made = scanner_images(store, config, seed=0)
+    assert made.shape == clean.shape and made.dtype == clean.dtype and made.abs().max() <= 1.0 + 1e-6
+    assert torch.equal(made, scanner_images(store, config, seed=0))
+    assert not torch.equal(made, scanner_images(store, config, seed=1))
+    labels = store.tensors["label"].numpy()
+    for case, label in set(zip(store.case.tolist(), labels.tolist(), strict=True)):  # each volume: changed, same head
+        rows = torch.from_numpy(np.flatnonzero((store.case == case) & (labels == label)))
+        a, b = clean[rows].flatten().numpy(), made[rows].flatten().numpy()
+        assert not np.array_equal(a, b) and np.corrcoef(a, b)[0, 1] > 0.7
+
+
+def test_through_the_scanner_swaps_whole_samples_and_nothing_at_zero():
+    batch = {"ct": torch.zeros(64, 4, 2, 2), "mri": torch.zeros(64, 5, 4, 2, 2),
+             "ct_scanner": torch.ones(64, 4, 2, 2), "mri_scanner": torch.ones(64, 5, 4, 2, 2)}
+    assert through_scanner(batch, 0.0, torch.Generator().manual_seed(0)) is batch
+    swapped = through_scanner(batch, 0.5, torch.Generator().manual_seed(0))
+    ct, mri = swapped["ct"].flatten(1), swapped["mri"].flatten(1)
+    assert torch.equal(ct.min(1).values, ct.max(1).values) and torch.equal(mri.min(1).values, ct[:, 0])
+    assert 16 < int(ct[:, 0].sum()) < 48  # about half the samples, each with all its sources
+    assert torch.equal(through_scanner(batch, 1.0, torch.Generator())["mri"], batch["mri_scanner"])

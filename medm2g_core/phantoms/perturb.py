@@ -4,8 +4,10 @@ Each perturbation takes a volume (or a film) and a strength in [0, 1] and return
 the same units, drawn from its own generator (``seed``): noise, a smooth multiplicative bias field, intensity
 scaling, a lower bit depth, in-plane blur, thick slices, lower in-plane resolution, a shifted field of view and a
 larger or smaller one.
-The robustness benchmark (``benchmarks/robustness.py``) applies them to test inputs at two strengths; the phantom
-world's domain randomisation is to draw from the same functions, so that what is measured is what is trained.
+The robustness benchmark (``benchmarks/robustness.py``) applies them to test inputs at two strengths; training's
+domain randomisation (:func:`randomise`, a random scanner: a random subset of the acquisition perturbations at random
+strengths) draws from the same functions, so that what is measured is what is trained. The geometric ones (field of
+view) are the input standardisation's job (:mod:`medm2g_core.data.framing`), intensity scale the intensity map's.
 """
 
 from collections.abc import Callable
@@ -125,3 +127,22 @@ PERTURBATIONS: dict[str, Perturbation] = {
 }
 GEOMETRIC = frozenset({"shifted field of view", "field of view size"})
 """Perturbations that move the anatomy: the right output moves with it, so a benchmark moves the truth too."""
+ACQUISITION = ("noise", "bias field", "bit depth", "blur", "thick slices", "low resolution")
+"""What a scanner changes in the image that normalisation and framing do not undo: what training randomises."""
+
+
+def randomise(volume: Volume, seed: int, chance: float = 1 / 3) -> tuple[Volume, list[tuple[str, float]]]:
+    """A random scanner's acquisition of ``volume``: each of :data:`ACQUISITION` with probability ``chance`` (at least
+    one), at a strength drawn from [0, 1], in that order; deterministic by ``seed``. Returns the volume and the
+    (perturbation, strength) pairs applied."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(len(ACQUISITION)) < chance
+    if not chosen.any():
+        chosen[rng.integers(len(ACQUISITION))] = True
+    strengths = rng.uniform(0.0, 1.0, len(ACQUISITION))
+    applied = []
+    for name, picked, strength in zip(ACQUISITION, chosen, strengths, strict=True):
+        if picked:
+            volume = PERTURBATIONS[name](volume, float(strength), int(rng.integers(2 ** 31)))
+            applied.append((name, float(strength)))
+    return volume, applied

@@ -18,7 +18,15 @@ The paper's cross-attention guidance (LCAG) stays in the flow: the cross-attenti
 source (V_mri for an MRI source, V_ct for CT; at sampling, the first input), clean (t_B = 0), when the model has
 those context encoders. With probability ``cond_dropout`` the sample is unconditional (all slots absent and the
 null context), which is the unconditional half of classifier-free guidance at sampling.
+
+Domain randomisation (issue 18): with probability ``scanner`` a sample's sources (the spatial slots and V_B's input)
+are read from a copy of its slices as a random scanner would have acquired them
+(:func:`medm2g_core.phantoms.perturb.randomise`: noise, bias field, bit depth, blur, thick slices, lower in-plane
+resolution, each volume perturbed as one in HU or the MRI's units and normalised back as inference does), while the
+target stays the clean image: the guide learns to read through the scanner. The copy is drawn once, when the
+dataset is built (deterministic by the stage's seed); f_B's input, the prompt embedding, stays the clean image's.
 """
+
 
 import json
 from dataclasses import dataclass, field
@@ -33,13 +41,16 @@ from torch.utils.data import Dataset
 
 from medm2g_core.atomic import write_text
 from medm2g_core.data.cache import Cache
+from medm2g_core.data.intensity import DEFAULT_CT_CLIP_HU, DEFAULT_MRI_PERCENTILES, IntensityMap, intensity_map
 from medm2g_core.errors import InputError
+from medm2g_core.io.volume import Volume
 from medm2g_core.models.image_denoiser import ImageDenoiser, with_spatial_path
 from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import MedM2G, export_component
 from medm2g_core.models.sampler import tile_null
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
 from medm2g_core.models.spatial_guide import spatial_channels, spatial_input
+from medm2g_core.phantoms.perturb import randomise
 from medm2g_core.training.pairs import Store, image_store, store_embeddings
 from medm2g_core.training.stage import OptimConfig
 from medm2g_core.vocabulary import MRI_CONTRASTS, SPATIAL_ROUND
@@ -51,6 +62,7 @@ TARGETS = ("ct", "mri")
 class SpatialRecipe:
     cond_dropout: float = 0.1  # unconditional samples (no source, null context): classifier-free guidance
     keep_prob: float = 0.5  # each available source is kept with this probability (at least one always is)
+    scanner: float = 0.0  # share of samples whose sources come from a randomised scanner (domain randomisation)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -60,7 +72,8 @@ def required_components() -> tuple[str, ...]:
 
 class SlicePairs(Dataset):
     """Item: the CT and every MRI contrast of one (case, slice): latents ``ct`` [C,h,w], ``mri`` [5,C,h,w],
-    prompt embeddings ``ct_prompt`` [E], ``mri_prompt`` [5,E], and ``have`` [6] (CT, then the contrasts)."""
+    prompt embeddings ``ct_prompt`` [E], ``mri_prompt`` [5,E], and ``have`` [6] (CT, then the contrasts); with
+    domain randomisation also ``ct_scanner`` and ``mri_scanner``, the latents of the randomised scanner's slices."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
         self.tensors = tensors
@@ -70,6 +83,40 @@ class SlicePairs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {name: value[index] for name, value in self.tensors.items()}
+
+
+def scanner_images(store: Store, cache_config: dict, seed: int) -> torch.Tensor:
+    """The store's slices [M, 1, R, R] as a random scanner would have acquired them: each volume (a case's slices of
+    one contrast, in slice order) perturbed as one (:func:`medm2g_core.phantoms.perturb.randomise`), in HU or the
+    MRI's units, and normalised back as inference normalises an input (the cache's CT window; the MRI's robust
+    percentiles). Deterministic by ``seed``."""
+    window = IntensityMap(*cache_config.get("ct_clip_hu", DEFAULT_CT_CLIP_HU))
+    percentiles = tuple(cache_config.get("mri_percentiles", DEFAULT_MRI_PERCENTILES))
+    images = store.tensors["image"][:, 0].numpy()
+    labels = store.tensors["label"].numpy()
+    out = images.copy()
+    for case, label in sorted(set(zip(store.case.tolist(), labels.tolist(), strict=True))):
+        rows = np.flatnonzero((store.case == case) & (labels == label))
+        rows = rows[np.argsort(store.slice[rows])]
+        stack = np.moveaxis(images[rows], 0, 2)  # [R, R, S]: a volume
+        draw = int(np.random.SeedSequence([seed, case, label]).generate_state(1)[0])
+        if store.modality == "ct":
+            normalised = window.forward(randomise(Volume(window.inverse(stack), np.eye(4), "CT", "HU"), draw)[0].data)
+        else:
+            made = randomise(Volume(stack + 1.0, np.eye(4), "MR"), draw)[0].data  # background 0, as acquired
+            normalised = intensity_map(made, "MR", mri_percentiles=percentiles).forward(made)
+        out[rows] = np.moveaxis(normalised, 2, 0)
+    return torch.from_numpy(out)[:, None]
+
+
+def through_scanner(batch: dict, share: float, generator: torch.Generator) -> dict:
+    """``batch`` with the sources (``ct``, ``mri``) of a random ``share`` of its samples swapped for the randomised
+    scanner's (``ct_scanner``, ``mri_scanner``); the batch itself when there is nothing to swap."""
+    if share <= 0 or "ct_scanner" not in batch:
+        return batch
+    swap = torch.rand(len(batch["ct"]), generator=generator) < share  # [B]
+    return {**batch, "ct": torch.where(swap[:, None, None, None], batch["ct_scanner"], batch["ct"]),
+            "mri": torch.where(swap[:, None, None, None, None], batch["mri_scanner"], batch["mri"])}
 
 
 class SpatialStage:
@@ -124,8 +171,8 @@ class SpatialStage:
             self._datasets[split] = SlicePairs(self._grid(stores["ct"], stores["mri"]))
         return self._datasets[split]
 
-    def _latents(self, store: Store, rows: np.ndarray) -> torch.Tensor:
-        images = store.tensors["image"][torch.from_numpy(rows)]
+    def _latents(self, store: Store, rows: np.ndarray, images: torch.Tensor | None = None) -> torch.Tensor:
+        images = (store.tensors["image"] if images is None else images)[torch.from_numpy(rows)]
         return latent_means(self.vae, images) * self.vae.config.scaling_factor  # [M, C, h, w]
 
     def _embeddings(self, modality: str, store: Store, rows: np.ndarray) -> torch.Tensor:
@@ -151,6 +198,10 @@ class SpatialStage:
         index = torch.from_numpy(position[np.clip(slots, 0, None)])  # [N, 5] rows of the encoded MRI slices
         have = torch.cat([torch.ones(len(keep), 1, dtype=torch.bool), torch.from_numpy(slots >= 0)], dim=1)
         tensors = {"ct": self._latents(ct, keep), "mri": self._latents(mri, used)[index], "have": have}
+        if self.config.scanner > 0:
+            config = self.cache.index["config"]
+            tensors |= {"ct_scanner": self._latents(ct, keep, scanner_images(ct, config, self.seed)),
+                        "mri_scanner": self._latents(mri, used, scanner_images(mri, config, self.seed))[index]}
         if self.prompt_encoders:
             tensors |= {"ct_prompt": self._embeddings("ct", ct, keep),
                         "mri_prompt": self._embeddings("mri", mri, used)[index]}
@@ -188,14 +239,17 @@ class SpatialStage:
         return {"goal": goal, "label": label, "kept": kept, "primary": primary}
 
     def target_loss(self, batch: dict, target: str, generator: torch.Generator, shuffle: bool = False,
-                    cond_dropout: float | None = None) -> torch.Tensor:
-        """eps-MSE of ``target`` under its spatial guide (``shuffle``: every source from another sample)."""
+                    cond_dropout: float | None = None, scanner: float | None = None) -> torch.Tensor:
+        """eps-MSE of ``target`` under its spatial guide (``shuffle``: every source from another sample;
+        ``scanner``: the share of samples read through a randomised scanner, default the recipe's)."""
         denoiser = self.denoisers[target]
         device = denoiser.device
         draw = self._draw(batch, target, generator)
         everything = torch.cat([batch["ct"][:, None], batch["mri"]], dim=1).to(device)  # [B, 6, C, h, w]
         rows = torch.arange(len(everything))
         z0 = everything[:, 0] if target == "ct" else everything[rows, draw["goal"]]
+        batch = through_scanner(batch, self.config.scanner if scanner is None else scanner, generator)
+        everything = torch.cat([batch["ct"][:, None], batch["mri"]], dim=1).to(device)  # the sources as acquired
         sources = torch.roll(everything, 1, dims=0) if shuffle else everything
         kept = draw["kept"] if target == "mri" else draw["kept"][:, 1:]
         slots = sources if target == "mri" else sources[:, 1:]
@@ -250,7 +304,7 @@ class SpatialStage:
                 batch = {name: value[rows] for name, value in data.tensors.items()}
                 for name, shuffle in (("real", False), ("shuffled", True)):
                     generator = torch.Generator().manual_seed(self.seed + n)
-                    sums[name] += self.target_loss(batch, target, generator, shuffle, 0.0).item() / batches
+                    sums[name] += self.target_loss(batch, target, generator, shuffle, 0.0, 0.0).item() / batches
             results[target] = {**sums, "ratio": sums["real"] / sums["shuffled"]}
         return results
 

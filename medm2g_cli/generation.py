@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # the engine is imported when a command runs, so `--help` sta
 MODEL_HELP = ("A MedM2G model: a local folder, a name from `medm2g weights import`, or a Hub id org/name[@revision] "
               "(from the Hugging Face cache; `medm2g weights download` fetches it). Default: the embedded model.")
 STEPS_HELP = "Denoising steps (the paper: 50)."
-ETA_HELP = "DDIM eta: 1 as stochastic as DDPM (the paper), 0 deterministic given the seed's start noise."
+ETA_HELP = ("DDIM eta: 1 as stochastic as DDPM (the paper), 0 deterministic given the seed's start noise. Default: "
+            "the flow's, 1 except 0 for MRI made through the spatial path (measured: BENCHMARKS.md).")
 GUIDANCE_HELP = (f"Classifier-free guidance scale (1 = none); default: the paper's {PAPER_GUIDANCE:.1f}, and "
                  f"{REPORT_GUIDANCE:.1f} on the report round's guided hops (X-ray <-> report, report -> CT).")
 SCHEDULER_HELP = f"Sampler: {', '.join(SCHEDULER_NAMES)} (diffusers schedulers on the model's noise schedule)."
@@ -31,12 +32,12 @@ SEED_HELP = "Random seed: the same seed and inputs give the same output."
 # Options every generating command shares (typer reads these objects as defaults; one definition, one help text).
 MODEL_OPTION = typer.Option(None, "--model", help=MODEL_HELP)
 STEPS_OPTION = typer.Option(50, "--steps", help=STEPS_HELP)
-ETA_OPTION = typer.Option(1.0, "--eta", help=ETA_HELP)
+ETA_OPTION = typer.Option(None, "--eta", help=ETA_HELP, show_default=False)
 GUIDANCE_OPTION = typer.Option(None, "--guidance", help=GUIDANCE_HELP)
 SCHEDULER_OPTION = typer.Option("ddim", "--scheduler", help=SCHEDULER_HELP)
 
 
-def sampling_config(steps: int, eta: float, guidance: float | None, scheduler: str) -> SamplingConfig:
+def sampling_config(steps: int, eta: float | None, guidance: float | None, scheduler: str) -> SamplingConfig:
     from medm2g_core.models.sampler import SamplingConfig
 
     return SamplingConfig(steps=steps, eta=eta, guidance=guidance, scheduler=scheduler)
@@ -79,7 +80,7 @@ def translate(
                                         "does not say (NIfTI, PNG); otherwise guessed from the values."),
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
-    eta: float = ETA_OPTION,
+    eta: float | None = ETA_OPTION,
     guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
@@ -186,7 +187,7 @@ def report(
     modality: str | None = typer.Option(None, "--modality", help="CT, MR or XRAY when the file does not say."),
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
-    eta: float = ETA_OPTION,
+    eta: float | None = ETA_OPTION,
     guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
@@ -252,7 +253,7 @@ def generate(
     fmt: str = typer.Option("nifti", "--format", help="nifti, dicom (a series folder per image) or png."),
     model: str | None = MODEL_OPTION,
     steps: int = STEPS_OPTION,
-    eta: float = ETA_OPTION,
+    eta: float | None = ETA_OPTION,
     guidance: float | None = GUIDANCE_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),

@@ -68,7 +68,7 @@ def _warn(message: str) -> None:
 
 
 def translate(images: Image | Sequence[Image], to: str, contrast: str | None = None, model: ModelSpec = None,
-              steps: int = 50, guidance: float | None = None, eta: float = 1.0, scheduler: str = "ddim",
+              steps: int = 50, guidance: float | None = None, eta: float | None = None, scheduler: str = "ddim",
               seed: int = 0, batch_size: int = 32, drr_strength: float = DRR_STRENGTH,
               progress: Callable[[int, int], None] | None = None, samples: int = 1,
               slice_noise: str = "shared", strict: bool = False) -> Volume:
@@ -78,9 +78,9 @@ def translate(images: Image | Sequence[Image], to: str, contrast: str | None = N
     ``samples`` > 1 returns the mean of that many samples (seeds ``seed`` ..), denoised together
     (``medm2g_core.sampling.translate.translate_samples`` also gives their per-voxel standard deviation).
     ``slice_noise`` "shared" (one noise for all slices: consistent in sagittal and coronal views) or
-    "independent" (one per slice). ``guidance`` None is each flow's default. ``progress(done, total)`` is called
-    per denoising step. An input unlike the model's training images raises a ``UserWarning`` (``strict``: an
-    InputError), as the CLI warns."""
+    "independent" (one per slice). ``guidance`` and ``eta`` None are each flow's defaults. ``progress(done,
+    total)`` is called per denoising step. An input unlike the model's training images raises a ``UserWarning``
+    (``strict``: an InputError), as the CLI warns."""
     sources = [_volume(image) for image in ([images] if isinstance(images, (str, os.PathLike, Volume)) else images)]
     check_sources(sources)
     if canonical_target(to) == "mri" and contrast is None:
@@ -93,7 +93,7 @@ def translate(images: Image | Sequence[Image], to: str, contrast: str | None = N
 
 
 def report(image: Image, model: ModelSpec = None, n: int = 1, steps: int = 50, guidance: float | None = None,
-           eta: float = 1.0, scheduler: str = "ddim", seed: int = 0, beams: int = 1,
+           eta: float | None = None, scheduler: str = "ddim", seed: int = 0, beams: int = 1,
            redraws: int = REPORT_REDRAWS, samples: int = 1, strict: bool = False) -> list[Report]:
     """``n`` AI-generated reports of an X-ray, CT or MRI (seeds ``seed .. seed+n-1``): each has ``text`` (with
     the synthetic header), ``labels`` (finding -> 1 stated, 0 negated, None not mentioned) and ``seed``. A report
@@ -110,7 +110,7 @@ def report(image: Image, model: ModelSpec = None, n: int = 1, steps: int = 50, g
 
 
 def generate(prompt: str, modality: str | Sequence[str] = "xray", contrast: str = "T1", model: ModelSpec = None,
-             joint: bool = True, steps: int = 50, guidance: float | None = None, eta: float = 1.0,
+             joint: bool = True, steps: int = 50, guidance: float | None = None, eta: float | None = None,
              scheduler: str = "ddim", seed: int = 0) -> dict[str, Volume]:
     """Images drawn from a report: modality name -> Volume, for ``modality`` xray, ct, mri or several (drawn
     jointly, paper 3.5, unless ``joint=False``). Every image is marked synthetic and carries the prompt."""

@@ -344,3 +344,22 @@ def test_sampling_options_are_checked():
         with pytest.raises(InputError) as refused:
             SamplingConfig(**bad)
         assert refused.value.option == next(iter(bad)) and "--" not in str(refused.value)
+
+
+def test_an_unset_eta_is_the_flows_and_the_spatial_mri_flow_samples_deterministically(monkeypatch):
+    from medm2g_core.sampling import routes
+    from medm2g_core.vocabulary import PAPER_ETA, SPATIAL_MRI_ETA
+
+    plain = Stream(torch.nn.Identity(), (1, 4, 2, 2), lambda t, z: None)
+    assert plain.noise(SamplingConfig()) == PAPER_ETA == 1.0
+    assert replace(plain, eta=0.0).noise(SamplingConfig()) == 0.0
+    assert replace(plain, eta=0.0).noise(SamplingConfig(eta=0.7)) == 0.7  # the user's eta wins
+    seen = {}
+    monkeypatch.setattr(routes, "sample", lambda streams, *a, **k: seen.update(streams) or
+                        {n: torch.zeros(s.shape) for n, s in streams.items()})
+    model = load_model(None, device="cpu")
+    for target, contrast, eta in (("mri", 1, SPATIAL_MRI_ETA), ("ct", None, None)):
+        source = "ct" if target == "mri" else "mri"
+        guide = image_guide(model, source, torch.zeros(1, 64, 64), "T2" if source == "mri" else None)
+        routes.spatial_hop(model, [(source, guide)], target, SamplingConfig(), [torch.Generator()], contrast)
+        assert seen[target].eta == eta

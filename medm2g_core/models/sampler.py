@@ -2,11 +2,12 @@
 
 User commands, evaluation and the training stages' previews all sample through :func:`sample`, so a preview
 shows what a user would get from the same weights. The paper samples with DDIM, 50 steps, eta 1.0 and guidance
-scale 2.0 (:class:`SamplingConfig`'s defaults). A guidance scale left unset (None) is the flow's own: a stream may
-carry the scale its denoiser was tuned at (the report round's copies: ``REPORT_GUIDANCE``), else the paper's 2.0
-(``PAPER_GUIDANCE``). The diffusers schedulers in :data:`SCHEDULERS` are options, each
-built from the model's training noise schedule (:mod:`medm2g_core.models.schedule`). Guidance takes one batched
-forward per stream and step: the conditioned and the null context are stacked into a batch of 2B, and
+scale 2.0 (:class:`SamplingConfig`'s defaults). A guidance scale or eta left unset (None) is the flow's own: a
+stream may carry the scale its denoiser was tuned at (the report round's copies: ``REPORT_GUIDANCE``), else the
+paper's 2.0 (``PAPER_GUIDANCE``), and the eta it samples best at (the spatial path's MRI targets:
+``SPATIAL_MRI_ETA``, 0), else the paper's 1.0 (``PAPER_ETA``). The diffusers schedulers in :data:`SCHEDULERS` are
+options, each built from the model's training noise schedule (:mod:`medm2g_core.models.schedule`). Guidance takes
+one batched forward per stream and step: the conditioned and the null context are stacked into a batch of 2B, and
 ``eps = eps_null + w (eps_cond - eps_null)``. With ``w = 1`` only the conditioned half runs.
 
 A *stream* is one modality being generated: its denoiser, its latent shape, an optional MRI contrast label, and a
@@ -32,7 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from medm2g_core.errors import InputError
-from medm2g_core.vocabulary import PAPER_GUIDANCE, SCHEDULER_NAMES
+from medm2g_core.vocabulary import PAPER_ETA, PAPER_GUIDANCE, SCHEDULER_NAMES
 
 SCHEDULERS: dict[str, type[SchedulerMixin]] = dict(zip(
     SCHEDULER_NAMES, (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler), strict=True))
@@ -42,7 +43,7 @@ STOCHASTIC = ("ddim",)  # schedulers whose step takes DDIM's eta
 @dataclass(frozen=True)
 class SamplingConfig:
     steps: int = 50
-    eta: float = 1.0  # DDIM only: 0 deterministic, 1 as stochastic as DDPM (the paper's)
+    eta: float | None = None  # DDIM only: 0 deterministic, 1 as stochastic as DDPM (the paper's); None: the flow's
     guidance: float | None = None  # classifier-free guidance scale w; 1 = no guidance; None: the flow's default
     scheduler: str = "ddim"
 
@@ -52,7 +53,7 @@ class SamplingConfig:
                              option="scheduler")
         if not 1 <= self.steps <= 1000:
             raise InputError(f"denoising steps must be within 1-1000; got {self.steps}", option="steps")
-        if not 0.0 <= self.eta <= 1.0:
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
             raise InputError(f"eta (DDIM noise) must be within 0-1; got {self.eta}", option="eta")
         if self.guidance is not None and self.guidance < 0:
             raise InputError(f"guidance scale must be >= 0; got {self.guidance}", option="guidance")
@@ -88,12 +89,19 @@ class Stream:
     contrast: torch.Tensor | None = None  # [B] MRI contrast labels
     spatial: torch.Tensor | None = None  # [B, S, h, w] the spatial guide (zeros in the unconditional half)
     guidance: float | None = None  # the scale when the sampling config leaves it unset (None: PAPER_GUIDANCE)
+    eta: float | None = None  # DDIM's eta when the sampling config leaves it unset (None: PAPER_ETA)
 
     def scale(self, config: SamplingConfig) -> float:
         """The guidance scale this stream samples at under ``config``."""
         if config.guidance is not None:
             return config.guidance
         return PAPER_GUIDANCE if self.guidance is None else self.guidance
+
+    def noise(self, config: SamplingConfig) -> float:
+        """DDIM's eta for this stream under ``config``."""
+        if config.eta is not None:
+            return config.eta
+        return PAPER_ETA if self.eta is None else self.eta
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, guidance: float) -> torch.Tensor:
         """The guided model output for ``latents`` [B, ...] at timestep ``t``: one forward of 2B (or B at w = 1)."""
@@ -139,7 +147,6 @@ def sample(
     schedulers = {name: make_scheduler(train_scheduler, config.scheduler) for name in streams}
     for scheduler in schedulers.values():
         scheduler.set_timesteps(config.steps, device=device)
-    step_kwargs = {"eta": config.eta} if config.scheduler in STOCHASTIC else {}
     timesteps = next(iter(schedulers.values())).timesteps
     noise = {name: randn_tensor(s.shape, generator=generator, device=device) for name, s in streams.items()}
     if start is None:
@@ -157,6 +164,7 @@ def sample(
             scheduler = schedulers[name]
             model_input = scheduler.scale_model_input(latents[name], t)
             output = stream.predict(model_input, t, contexts[name], stream.scale(config))
+            step_kwargs = {"eta": stream.noise(config)} if config.scheduler in STOCHASTIC else {}
             latents[name] = scheduler.step(output, t, latents[name], generator=generator, **step_kwargs).prev_sample
         if progress:
             progress(number + 1, len(timesteps))

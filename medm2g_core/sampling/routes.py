@@ -35,7 +35,7 @@ from medm2g_core.sampling.guides import (
     require,
     text_guide,
 )
-from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS, REPORT_GUIDANCE
+from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS, REPORT_GUIDANCE, SPATIAL_MRI_ETA
 
 EDGES = tuple(tuple(kind.split("-")) for kind in CROSS_ROUNDS)  # each round's pair, trained both ways
 GUIDED_HOPS = (("xray", "text"), ("text", "xray"), ("text", "ct"))  # (source, target) of the report round's copies
@@ -146,7 +146,8 @@ def spatial_hop(
     else:
         context = denoiser.null(batch)
     labels = torch.full((batch,), contrast, dtype=torch.long, device=device) if target == "mri" else None
-    stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context, labels, spatial)
+    stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context, labels, spatial,
+                    eta=SPATIAL_MRI_ETA if target == "mri" else None)
     return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
 
 

@@ -281,7 +281,8 @@ def output_mapping(target: str, sources: list[Volume], stack: SliceStack) -> tup
 def provenance(model: MedM2G, sampling: SamplingConfig, seed: int) -> dict[str, str]:
     """What a synthetic image's header says made it."""
     return {"model": str(model.info.get("model_id", "medm2g")), "model_version": f"medm2g {medm2g_core.__version__}",
-            "seed": str(seed), "sampler": f"{sampling.scheduler} {sampling.steps} steps eta {sampling.eta:g} "
+            "seed": str(seed), "sampler": f"{sampling.scheduler} {sampling.steps} steps eta "
+            f"{'default' if sampling.eta is None else format(sampling.eta, 'g')} "
             f"guidance {'default' if sampling.guidance is None else format(sampling.guidance, 'g')}"}
 
 

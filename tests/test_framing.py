@@ -81,3 +81,13 @@ def test_a_head_off_centre_or_at_another_size_is_translated_where_it_lies_and_as
     monkeypatch.setattr(translate_module, "standardise", lambda *args: Reframe())
     unframed = volume_psnr_ssim(translate_volume(model, [moved], options), truth)["psnr"]
     assert framed > clean - 2.0 and framed > unframed + 3.0, (clean, framed, unframed)
+
+
+@pytest.mark.parametrize("key", ["mr_t1", "mr_flair", "ct"])
+def test_noise_bias_and_blur_leave_the_frame_where_it_was(key):
+    volume = make_case("brain", 31, PhantomConfig())[0][key]
+    clean = measure(cut(volume, SIDE).images)
+    for name in ("noise", "bias field", "blur"):  # noise lifts an MRI's normalised background above -0.9
+        frame = measure(cut(PERTURBATIONS[name](volume, 1.0, 5), SIDE).images)
+        assert abs(frame.x - clean.x) < 0.02 and abs(frame.y - clean.y) < 0.02, name
+        assert abs(frame.size - clean.size) < 0.03, (name, frame, clean)

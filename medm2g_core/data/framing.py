@@ -1,19 +1,21 @@
 """Input standardisation of the frame: where the anatomy lies in the slices, and how large it is (issue 18).
 
 The phantom world draws every head centred and at a similar size in its field of view; a scanner does not (head
-position, field of view, in-plane matrix). Measured on the default model, an MRI whose head sits 15 % of the field
-of view off centre loses 8 dB on MRI -> CT even when the truth is moved with it: the denoisers learned absolute
+position, field of view, in-plane matrix). Measured on the default model, an MRI whose head sits 15 % of the field of
+view off centre loses 8 dB on MRI -> CT even when the truth is moved with it: the denoisers learned absolute
 positions. So a translation moves its inputs into the frame the model was trained on and its outputs back.
 
-A stack's frame is the centroid of the union of its slices' foreground (normalised intensity above -0.9, as the
-slicer's) in normalised coordinates ([-1, 1] across the square slice, x right, y down) and its size, the square root
-of that union's area as a share of the slice. The training frame of each modality (``medm2g train ood`` measures it
-on the train split's volumes and keeps it in the model's ``ood_reference`` beside the out-of-distribution
-statistics; :func:`medm2g_core.sampling.slices.standardise` reads it) is a range of each. An input whose centroid
-or size is outside the range is scaled about its centroid to the nearest size in the range and moved to the nearest
-centre in it; one inside is left exactly as it is, so every training input is unchanged by construction, which is
-what makes the standardisation the same in training and inference. The outputs go back through the inverse map;
-what the inverse map brings in from outside the model's frame is background.
+A stack's frame is the centroid of the union of its slices' foreground in normalised coordinates ([-1, 1] across the
+square slice, x right, y down) and its size, the square root of that union's area as a share of the slice. Foreground
+is the slices after a Gaussian blur of ``SMOOTH`` pixels above their Otsu threshold, holes filled, not the slicer's
+fixed -0.9: noise lifts an MRI's background in normalised intensities (its robust map starts below zero), and a fixed
+threshold calls the whole field of view head. The training frame of each modality (``medm2g train ood`` measures it
+on the train split's volumes and keeps it in the model's ``ood_reference`` beside the out-of-distribution statistics;
+:func:`medm2g_core.sampling.slices.standardise` reads it) is a range of each. An input whose centroid or size is
+outside the range is scaled about its centroid to the nearest size in the range and moved to the nearest centre in
+it; one inside is left exactly as it is, so every training input is unchanged by construction, which is what makes
+the standardisation the same in training and inference. The outputs go back through the inverse map; what the inverse
+map brings in from outside the model's frame is background.
 """
 
 from dataclasses import dataclass
@@ -21,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
-FOREGROUND = -0.9  # normalised intensity above which a pixel is foreground (the slicer's threshold)
+SMOOTH = 2.0  # pixels: the blur before the threshold
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,24 @@ class FrameRange:
         return cls(tuple(values[0:2]), tuple(values[2:4]), tuple(values[4:6]))
 
 
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """The threshold that best splits ``values`` into two classes (Otsu 1979: maximal between-class variance)."""
+    counts, edges = np.histogram(values, bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)
+    above = below[-1] - below
+    mass = np.cumsum(counts * centres)
+    mean_below = mass / np.maximum(below, 1)
+    mean_above = (mass[-1] - mass) / np.maximum(above, 1)
+    return float(centres[np.argmax(below * above * (mean_below - mean_above) ** 2)])
+
+
 def measure(images: np.ndarray) -> Frame | None:
-    """The frame of slices [S, R, R] in [-1, 1]; None when no pixel is foreground."""
-    mask = (images > FOREGROUND).any(axis=0)  # [R, R]
+    """The frame of slices [S, R, R] in [-1, 1]; None when they are one intensity everywhere."""
+    smooth = ndimage.gaussian_filter(np.asarray(images, np.float32), (0, SMOOTH, SMOOTH))
+    if np.ptp(smooth) < 1e-3:  # one intensity everywhere: nothing to frame
+        return None
+    mask = ndimage.binary_fill_holes((smooth > otsu(smooth)).any(axis=0))  # [R, R]
     if not mask.any():
         return None
     rows, cols = np.nonzero(mask)

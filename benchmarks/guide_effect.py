@@ -4,10 +4,11 @@ For every flow, on held-out phantom cases: the output with the real guide (seed 
 and with a shuffled guide (another case's input, seed 0). A model that follows its input has
 PSNR(real, shuffled) well below PSNR(seed 0, seed 1): changing the input changes the output more than changing
 the noise. Flows: MRI T1 -> CT, CT -> MRI T2, T2 + FLAIR -> T1 (volumes), report -> X-ray (films), X-ray -> report
-(agreement of the finding labels of the two reports instead of PSNR). Then a guidance sweep: PSNR/SSIM against
-the truth for MRI T1 -> CT and T2 + FLAIR -> T1 at each ``--guidance`` scale.
+(agreement of the finding labels of the two reports instead of PSNR). Then a sweep: PSNR/SSIM against the truth for
+MRI T1 -> CT and T2 + FLAIR -> T1 at each ``--guidance`` scale and each DDIM ``--etas`` value ("default": the
+flow's).
 
-    python benchmarks/guide_effect.py --data data/c64 --cases 8 --guidance 1,2,3,5 --write
+    python benchmarks/guide_effect.py --data data/c64 --cases 8 --guidance 1,2,3,5 --etas 0,1 --write
     python benchmarks/guide_effect.py --data data/c64 --cases 8 --flows report   # the text <-> X-ray flows only
 """
 
@@ -87,18 +88,20 @@ def xray_to_report(model, manifest, records, sampling: SamplingConfig) -> dict[s
     return {"real vs shuffled guide": guide, "seed 0 vs seed 1": seed, "cases": len(films)}
 
 
-def sweep(model, manifest, records, scales: list[float], steps: int) -> list[str]:
-    lines = ["| flow | guidance | psnr | ssim |", "|---|---|---|---|"]
+def sweep(model, manifest, records, scales: list[float], etas: list[float | None], steps: int) -> list[str]:
+    lines = ["| flow | guidance | eta | psnr | ssim |", "|---|---|---|---|---|"]
     for flow in ("MRI T1 -> CT", "T2 + FLAIR -> T1"):
         keys, target_key, target, contrast = VOLUME_FLOWS[flow]
         for scale in scales:
-            sampling = SamplingConfig(steps=steps, guidance=scale)
-            scores = [image_scores(translate_volume(model, [_read(manifest, r, k) for k in keys],
-                                                    TranslateOptions(target, contrast, sampling, 0)),
-                                   _read(manifest, r, target_key)) for r in records]
-            lines.append(f"| {flow} | {scale:g} | {np.mean([s['psnr'] for s in scores]):.2f} | "
-                         f"{np.mean([s['ssim'] for s in scores]):.3f} |")
-            print(lines[-1], flush=True)
+            for eta in etas:
+                sampling = SamplingConfig(steps=steps, guidance=scale, eta=eta)
+                scores = [image_scores(translate_volume(model, [_read(manifest, r, k) for k in keys],
+                                                        TranslateOptions(target, contrast, sampling, 0)),
+                                       _read(manifest, r, target_key)) for r in records]
+                psnr_, ssim_ = (np.mean([s[name] for s in scores]) for name in ("psnr", "ssim"))
+                lines.append(f"| {flow} | {scale:g} | {'default' if eta is None else format(eta, 'g')} | "
+                             f"{psnr_:.2f} | {ssim_:.3f} |")
+                print(lines[-1], flush=True)
     return lines
 
 
@@ -110,6 +113,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", default="1,2,3,5", help="scales of the sweep (comma-separated)")
+    parser.add_argument("--etas", default="default", help="DDIM etas of the sweep (comma-separated; default: the "
+                        "flow's)")
     parser.add_argument("--flows", choices=("all", "volume", "report"), default="all",
                         help="volume: the MRI/CT flows and the sweep; report: report -> X-ray and X-ray -> report")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
@@ -136,14 +141,16 @@ def main() -> None:
                      f"{'yes' if moved else 'no'} | {row['cases']} |")
         print(lines[-1], flush=True)
     scales = [float(s) for s in args.guidance.split(",")]
+    etas = [None if e == "default" else float(e) for e in args.etas.split(",")]
     if volumes:
-        lines += ["", *sweep(model, manifest, brain, scales, args.steps)]
+        lines += ["", *sweep(model, manifest, brain, scales, etas, args.steps)]
     command = (f"python benchmarks/guide_effect.py --data {args.data} --split {args.split} --cases {args.cases} "
-               f"--steps {args.steps} --guidance {args.guidance} --flows {args.flows}" + " --write" * args.write)
+               f"--steps {args.steps} --guidance {args.guidance} --etas {args.etas} --flows {args.flows}"
+               + " --write" * args.write)
     body = "\n".join(lines) + (
         f"\n\nModel: {model.info.get('model_id')} (index sha256 {model.info.get('model_sha256', '')[:12]}), "
-        f"split {args.split}, DDIM {args.steps} steps, eta 1, each flow's default guidance in the first table (2; 7 "
-        "on the report round's X-ray <-> report hops); "
+        f"split {args.split}, DDIM {args.steps} steps, each flow's default eta (1; 0 for MRI made through the spatial "
+        "path) and guidance (2; 7 on the report round's X-ray <-> report hops) in the first table; "
         f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{time.perf_counter() - started:.0f} s. \"Guide moves output more\" (image flows): PSNR between the real- and "
         "the shuffled-guide outputs at least 3 dB below the PSNR between two seeds with the real guide; for "

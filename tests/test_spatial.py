@@ -64,13 +64,19 @@ def test_spatial_input_zeroes_absent_slots_and_marks_presence():
     assert SPATIAL_SLOTS["ct"] == ("T1", "T1ce", "T2", "FLAIR", "PD")
 
 
+def brain_cache(root: Path, cases: int, seed: int) -> Cache:
+    """``cases`` phantom brain cases (6 slices) and their 32-pixel cache under ``root`` (``root / "cache"``)."""
+    prepare_phantom(root / "phantom", PhantomConfig(cases=cases, seed=seed, tasks=("brain",), brain_slices=6,
+                                                    xray_pixels=64, brain_xray=False), workers=1)
+    build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
+    return Cache.open(root / "cache")
+
+
 @pytest.fixture(scope="module")
 def spatial_world(tmp_path_factory) -> Path:
     """12 brain cases, the micro VAE and CT/MRI LDMs, then the spatial round (no context encoders: null context)."""
     root = tmp_path_factory.mktemp("spatial")
-    prepare_phantom(root / "phantom", PhantomConfig(cases=12, seed=4, tasks=("brain",), brain_slices=6,
-                                                    xray_pixels=64, brain_xray=False), workers=1)
-    build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
+    brain_cache(root, 12, 4)
     model = None
 
     def run(name: str, steps: int) -> StageRun:
@@ -187,11 +193,7 @@ def test_the_spatial_round_refuses_a_model_without_both_denoisers(spatial_world,
 
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory) -> Cache:
-    root = tmp_path_factory.mktemp("scanner")
-    prepare_phantom(root / "phantom", PhantomConfig(cases=3, seed=9, tasks=("brain",), brain_slices=6,
-                                                    xray_pixels=64, brain_xray=False), workers=1)
-    build_cache(root / "phantom" / "manifest.jsonl", root / "cache", CacheConfig(resolution=32))
-    return Cache.open(root / "cache")
+    return brain_cache(tmp_path_factory.mktemp("scanner"), 3, 9)
 
 
 @pytest.mark.parametrize("modality", ["ct", "mri"])

@@ -72,6 +72,14 @@ def require_tool(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def default_model():
+    """The embedded default model on the CPU, loaded once per module (read it; do not change it)."""
+    from medm2g_core.hub import load_model
+
+    return load_model(None, device="cpu")
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One intra-op thread for a module of tiny models: on a busy 2-core machine two threads ran them ~30x slower.
     Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""

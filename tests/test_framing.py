@@ -6,7 +6,6 @@ import pytest
 
 import medm2g_core.sampling.translate as translate_module
 from medm2g_core.data.framing import Frame, FrameRange, Reframe, frame_range, measure, reframe
-from medm2g_core.hub import load_model
 from medm2g_core.metrics.image_metrics import volume_psnr_ssim
 from medm2g_core.models.sampler import SamplingConfig
 from medm2g_core.phantoms.perturb import PERTURBATIONS
@@ -56,8 +55,8 @@ def test_an_off_centre_small_head_is_moved_and_scaled_into_the_range_and_back():
     assert np.array_equal(back[:, 0, 0], images[:, 0, 0])  # what comes in from outside is background
 
 
-def test_the_default_records_each_modalitys_frame_and_its_phantom_inputs_are_inside_it():
-    model = load_model(None, device="cpu")
+def test_the_default_records_each_modalitys_frame_and_its_phantom_inputs_are_inside_it(default_model):
+    model = default_model
     for modality in ("ct", "mri", "xray"):
         ranged = trained_frame(model, modality)
         assert ranged.size[0] < ranged.size[1] and ranged.x[0] < 0 < ranged.x[1]
@@ -70,8 +69,8 @@ def test_the_default_records_each_modalitys_frame_and_its_phantom_inputs_are_ins
 
 @pytest.mark.parametrize("name", ["shifted field of view", "field of view size"])
 def test_a_head_off_centre_or_at_another_size_is_translated_where_it_lies_and_as_well_as_a_centred_one(
-        monkeypatch, name):
-    model = load_model(None, device="cpu")
+        monkeypatch, name, default_model):
+    model = default_model
     brain = make_case("brain", 31, PhantomConfig())[0]
     options = TranslateOptions("ct", sampling=SamplingConfig(steps=10))
     clean = volume_psnr_ssim(translate_volume(model, [brain["mr_t1"]], options), brain["ct"])["psnr"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from medm2g_core.hub import load_model
 from medm2g_core.io.nifti import write_nifti
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.ood_reference import OOD_MARGIN, OODReferenceConfig, fit_reference
@@ -22,8 +21,8 @@ FAST = ("--steps", "2", "--no-preview")
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(None, device="cpu")
+def model(default_model):
+    return default_model
 
 
 @pytest.fixture(scope="module")

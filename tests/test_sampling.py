@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from medm2g_core.errors import InputError
-from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
 from medm2g_core.metrics.image_metrics import ssim
 from medm2g_core.models.medm2g import MedM2G
@@ -33,8 +32,8 @@ FAST = SamplingConfig(steps=3)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(None, device="cpu")
+def model(default_model):
+    return default_model
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +345,7 @@ def test_sampling_options_are_checked():
         assert refused.value.option == next(iter(bad)) and "--" not in str(refused.value)
 
 
-def test_an_unset_eta_is_the_flows_and_the_spatial_mri_flow_samples_deterministically(monkeypatch):
+def test_an_unset_eta_is_the_flows_and_the_spatial_mri_flow_samples_deterministically(monkeypatch, model):
     from medm2g_core.sampling import routes
     from medm2g_core.vocabulary import PAPER_ETA, SPATIAL_MRI_ETA
 
@@ -357,7 +356,6 @@ def test_an_unset_eta_is_the_flows_and_the_spatial_mri_flow_samples_deterministi
     seen = {}
     monkeypatch.setattr(routes, "sample", lambda streams, *a, **k: seen.update(streams) or
                         {n: torch.zeros(s.shape) for n, s in streams.items()})
-    model = load_model(None, device="cpu")
     for target, contrast, eta in (("mri", 1, SPATIAL_MRI_ETA), ("ct", None, None)):
         source = "ct" if target == "mri" else "mri"
         guide = image_guide(model, source, torch.zeros(1, 64, 64), "T2" if source == "mri" else None)

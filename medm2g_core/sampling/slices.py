@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from medm2g_core.data.cache import canonical, square_resize
 from medm2g_core.data.framing import FrameRange, Reframe, measure, reframe
 from medm2g_core.data.intensity import IntensityMap, intensity_map
+from medm2g_core.data.manifest import image_key
 from medm2g_core.errors import InputError
 from medm2g_core.io.volume import Volume
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.vocabulary import OOD_REFERENCE
+from medm2g_core.vocabulary import MRI_CONTRASTS, OOD_REFERENCE
 
 MIN_FOREGROUND = 0.05  # slices whose foreground covers less than this are not generated (as in the cache)
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -84,7 +85,7 @@ def trained_frame(model: MedM2G, modality: str, contrast: str | None = None) -> 
     if OOD_REFERENCE not in model:
         return None
     frames = model[OOD_REFERENCE].config.get("frames") or {}
-    key = f"mr_{contrast.lower()}" if modality == "mri" and contrast else modality
+    key = image_key("MR", contrast) if modality == "mri" and contrast in MRI_CONTRASTS else modality
     key = key if key in frames else modality
     return FrameRange.from_list(frames[key]) if key in frames else None
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medm2g_core.data.cache import Cache, CacheConfig, build_cache
+from medm2g_core.errors import InputError
 from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
 from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, with_spatial_path
@@ -20,7 +21,7 @@ from medm2g_core.sampling.translate import TranslateOptions, translate_slices, t
 from medm2g_core.training.pairs import image_store
 from medm2g_core.training.recipe import load_recipe
 from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae
-from medm2g_core.training.spatial_stage import SpatialStage, scanner_images, through_scanner
+from medm2g_core.training.spatial_stage import SpatialRecipe, SpatialStage, scanner_images, through_scanner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = load_recipe("micro")
@@ -222,3 +223,9 @@ def test_through_the_scanner_swaps_whole_samples_and_nothing_at_zero():
     assert torch.equal(ct.min(1).values, ct.max(1).values) and torch.equal(mri.min(1).values, ct[:, 0])
     assert 16 < int(ct[:, 0].sum()) < 48  # about half the samples, each with all its sources
     assert torch.equal(through_scanner(batch, 1.0, torch.Generator())["mri"], batch["mri_scanner"])
+
+
+@pytest.mark.parametrize("field", ["scanner", "keep_prob", "cond_dropout"])
+def test_a_spatial_probability_outside_0_1_is_a_user_error(field):
+    with pytest.raises(InputError, match=f"\\[spatial\\] {field} is a probability"):
+        SpatialRecipe(**{field: 1.5})

@@ -65,6 +65,12 @@ class SpatialRecipe:
     scanner: float = 0.0  # share of samples whose sources come from a randomised scanner (domain randomisation)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
+    def __post_init__(self) -> None:
+        for name in ("cond_dropout", "keep_prob", "scanner"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"[spatial] {name} is a probability within 0-1; got {getattr(self, name)}",
+                                 option="recipe")
+
 
 def required_components() -> tuple[str, ...]:
     return ("image_vae", "denoiser_ct", "denoiser_mri")

@@ -70,6 +70,7 @@ REPORT_GUIDANCE = 7.0
 # at 1 (22.37 against 21.83) and keeps it (BENCHMARKS.md, "Guide effect ... --flows volume").
 PAPER_ETA = 1.0
 SPATIAL_MRI_ETA = 0.0
+SPATIAL_SCHEDULER = "scheduler_spatial"  # the spatial path's own noise schedule, when it has one
 
 # CT volume -> X-ray: the share of the denoising schedule the X-ray denoiser redraws the CT's projection (DRR)
 # over; chosen from benchmarks/ct_to_xray.py (BENCHMARKS.md). A default the CLI shows, hence defined here.

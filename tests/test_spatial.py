@@ -14,14 +14,22 @@ from medm2g_core.hub import load_model
 from medm2g_core.io.volume import Volume
 from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig, with_spatial_path
 from medm2g_core.models.medm2g import MedM2G
-from medm2g_core.models.sampler import SamplingConfig
+from medm2g_core.models.sampler import SamplingConfig, Stream, sample
+from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler
 from medm2g_core.models.spatial_guide import SPATIAL_SLOTS, fill_slots, spatial_channels, spatial_input
 from medm2g_core.phantoms.world import PhantomConfig, make_case, prepare_phantom
 from medm2g_core.sampling.translate import TranslateOptions, translate_slices, translate_volume
 from medm2g_core.training.pairs import image_store
 from medm2g_core.training.recipe import load_recipe
 from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae
-from medm2g_core.training.spatial_stage import SpatialRecipe, SpatialStage, scanner_images, through_scanner
+from medm2g_core.training.spatial_stage import (
+    SpatialRecipe,
+    SpatialStage,
+    scanner_images,
+    spatial_diffusion,
+    through_scanner,
+)
+from medm2g_core.vocabulary import SPATIAL_SCHEDULER
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = load_recipe("micro")
@@ -124,6 +132,52 @@ def test_the_spatial_round_trains_only_its_copies_and_the_real_guide_wins(spatia
     gain = stage.guidance_gain("train", batches=2, batch_size=16)
     assert gain["ct"]["ratio"] < 1.0 and gain["mri"]["ratio"] < 1.0, gain
 
+
+
+def test_a_zero_terminal_snr_round_exports_its_schedule_and_translation_samples_on_it(spatial_world, monkeypatch):
+    """``[spatial] zero_terminal_snr``: the copies train on rescaled betas (last step pure noise) predicting v, the
+    model gains ``scheduler_spatial`` and the spatial hop samples on it from the last step; the paper's schedule
+    stays the shared one."""
+    from medm2g_core.sampling import routes
+
+    recipe = replace(RECIPE, spatial=replace(RECIPE.spatial, zero_terminal_snr=True))
+    run = StageRun(recipe=recipe, data=spatial_world / "cache", out=spatial_world / "zsnr", progress=False, steps=2,
+                   base_model=spatial_world / "ldm-mri" / "model")
+    train_cross(run, "spatial")
+    model = MedM2G.from_pretrained(spatial_world / "zsnr" / "model")
+    schedule = model[SPATIAL_SCHEDULER]
+    assert schedule.config.prediction_type == "v_prediction" and schedule.config.timestep_spacing == "trailing"
+    assert float(schedule.alphas_cumprod[-1]) < 1e-8 < 1e-3 < float(model["scheduler"].alphas_cumprod[-1])
+    assert model["scheduler"].config.prediction_type == "epsilon"
+    seen = {}
+    real = routes.sample
+    monkeypatch.setattr(routes, "sample", lambda streams, *a, **k: seen.update(streams) or real(streams, *a, **k))
+    volume = Volume(np.random.default_rng(0).random((32, 32, 2), np.float32) * 500, np.eye(4), "MR", None, "T1")
+    made = translate_volume(model, [volume], _options("ct", None))
+    assert seen["ct"].schedule is schedule and np.isfinite(made.data).all()
+
+
+def test_a_zero_terminal_snr_schedule_predicts_v_and_starts_at_the_last_step():
+    with pytest.raises(InputError, match="v_prediction"):
+        DiffusionConfig(rescale_betas_zero_snr=True)
+    plain = DiffusionConfig()
+    assert spatial_diffusion(plain, SpatialRecipe()) is plain
+    zero = spatial_diffusion(plain, SpatialRecipe(zero_terminal_snr=True))
+    assert (_first_timestep(plain), _first_timestep(zero)) == (801, 999)
+
+
+def _first_timestep(schedule: DiffusionConfig) -> int:
+    """The timestep of the first denoiser call when a stream with its own ``schedule`` samples 5 DDIM steps."""
+    seen = []
+    denoiser = ImageDenoiser(**ImageDenoiserConfig(block_out_channels=(8, 16), attention_head_dim=2,
+                                                   cross_attention_dim=8, context_tokens=1, sample_size=4,
+                                                   norm_num_groups=4).__dict__)
+    denoiser.register_forward_pre_hook(lambda module, args, kwargs: seen.append(int(args[1][0])), with_kwargs=True)
+    stream = Stream(denoiser, (1, 4, 4, 4), lambda t, z: denoiser.null(1), schedule=make_train_scheduler(schedule))
+    out = sample({"x": stream}, make_train_scheduler(DiffusionConfig()), SamplingConfig(steps=5, guidance=1.0),
+                 torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert torch.isfinite(out["x"]).all()
+    return seen[0]
 
 
 def test_the_default_model_follows_its_guide_more_than_its_seed():

@@ -10,6 +10,8 @@ the component's own ``save_pretrained`` (safetensors only)::
     denoiser_xray/ denoiser_ct/ denoiser_mri/    ImageDenoiser
     denoiser_text/       TextDenoiser
     scheduler/           DDPMScheduler (the training noise schedule)
+    spatial_ct/ spatial_mri/   ImageDenoiser (train cross --round spatial); scheduler_spatial/ DDPMScheduler, their
+                         own schedule when the round trained with zero terminal SNR
     prompt_encoder_text/ TextPromptEncoder; prompt_encoder_xray/ _ct/ _mri/   ImagePromptEncoder (train align)
     context_encoder_text/ _xray/ _ct/ _mri/   ContextEncoder (train cross)
     ood_reference/       OODReference: the training distribution of each image modality (train ood)
@@ -201,6 +203,10 @@ class MedM2G:
             have = ", ".join(self.components) or "nothing"
             raise ModelError(f"the model has no component {name!r} (it has: {have})")
         return self.components[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Component ``name``, or ``default`` when the model has none of that name."""
+        return self.components.get(name, default)
 
     def with_component(self, name: str, component: Any) -> "MedM2G":
         """A new model with ``component`` added (or replaced) under ``name``; this one is unchanged."""

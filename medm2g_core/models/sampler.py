@@ -90,6 +90,7 @@ class Stream:
     spatial: torch.Tensor | None = None  # [B, S, h, w] the spatial guide (zeros in the unconditional half)
     guidance: float | None = None  # the scale when the sampling config leaves it unset (None: PAPER_GUIDANCE)
     eta: float | None = None  # DDIM's eta when the sampling config leaves it unset (None: PAPER_ETA)
+    schedule: SchedulerMixin | None = None  # the denoiser's own training schedule (None: the model's shared one)
 
     def scale(self, config: SamplingConfig) -> float:
         """The guidance scale this stream samples at under ``config``."""
@@ -131,7 +132,9 @@ def sample(
 ) -> dict[str, torch.Tensor]:
     """Denoise every stream from pure noise together; the final latents by stream name (on ``device``).
 
-    Each stream has its own scheduler instance (multistep solvers keep state). Noise is drawn from ``generator``
+    Each stream has its own scheduler instance (multistep solvers keep state), built from its own training
+    schedule when it has one (the spatial path's zero terminal SNR) and from ``train_scheduler`` otherwise; streams
+    sampled together must share their timesteps. Noise is drawn from ``generator``
     in stream order; with a list (one generator per batch row) every row's draws depend on its own generator
     only, so a row's result does not depend on what else is in the batch.
 
@@ -144,10 +147,12 @@ def sample(
         raise InputError(f"strength must be within (0, 1]; got {strength}", option="strength")
     if start is not None and set(start) != set(streams):
         raise InputError(f"a start latent is needed for every stream ({', '.join(streams)})")
-    schedulers = {name: make_scheduler(train_scheduler, config.scheduler) for name in streams}
+    schedulers = {name: make_scheduler(s.schedule or train_scheduler, config.scheduler) for name, s in streams.items()}
     for scheduler in schedulers.values():
         scheduler.set_timesteps(config.steps, device=device)
     timesteps = next(iter(schedulers.values())).timesteps
+    if any(not torch.equal(s.timesteps, timesteps) for s in schedulers.values()):
+        raise InputError("streams sampled together must share their timesteps (one has its own schedule)")
     noise = {name: randn_tensor(s.shape, generator=generator, device=device) for name, s in streams.items()}
     if start is None:
         latents = {name: noise[name] * schedulers[name].init_noise_sigma for name in streams}

@@ -35,7 +35,14 @@ from medm2g_core.sampling.guides import (
     require,
     text_guide,
 )
-from medm2g_core.vocabulary import CROSS_ROUNDS, MODALITIES, MRI_CONTRASTS, REPORT_GUIDANCE, SPATIAL_MRI_ETA
+from medm2g_core.vocabulary import (
+    CROSS_ROUNDS,
+    MODALITIES,
+    MRI_CONTRASTS,
+    REPORT_GUIDANCE,
+    SPATIAL_MRI_ETA,
+    SPATIAL_SCHEDULER,
+)
 
 EDGES = tuple(tuple(kind.split("-")) for kind in CROSS_ROUNDS)  # each round's pair, trained both ways
 GUIDED_HOPS = (("xray", "text"), ("text", "xray"), ("text", "ct"))  # (source, target) of the report round's copies
@@ -146,8 +153,9 @@ def spatial_hop(
     else:
         context = denoiser.null(batch)
     labels = torch.full((batch,), contrast, dtype=torch.long, device=device) if target == "mri" else None
+    schedule = model.get(SPATIAL_SCHEDULER)  # the spatial path's zero terminal SNR schedule, if trained so
     stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context, labels, spatial,
-                    eta=SPATIAL_MRI_ETA if target == "mri" else None)
+                    eta=SPATIAL_MRI_ETA if target == "mri" else None, schedule=schedule)
     return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
 
 

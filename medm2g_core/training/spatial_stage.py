@@ -29,7 +29,7 @@ dataset is built (deterministic by the stage's seed); f_B's input, the prompt em
 
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ from medm2g_core.models.spatial_guide import spatial_channels, spatial_input
 from medm2g_core.phantoms.perturb import randomise
 from medm2g_core.training.pairs import Store, image_store, store_embeddings
 from medm2g_core.training.stage import OptimConfig
-from medm2g_core.vocabulary import MRI_CONTRASTS, SPATIAL_ROUND
+from medm2g_core.vocabulary import MRI_CONTRASTS, SPATIAL_ROUND, SPATIAL_SCHEDULER
 
 TARGETS = ("ct", "mri")
 
@@ -63,6 +63,7 @@ class SpatialRecipe:
     cond_dropout: float = 0.1  # unconditional samples (no source, null context): classifier-free guidance
     keep_prob: float = 0.5  # each available source is kept with this probability (at least one always is)
     scanner: float = 0.0  # share of samples whose sources come from a randomised scanner (domain randomisation)
+    zero_terminal_snr: bool = False  # the copies' own schedule: zero terminal SNR, v-prediction, trailing steps
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,14 @@ class SpatialRecipe:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"[spatial] {name} is a probability within 0-1; got {getattr(self, name)}",
                                  option="recipe")
+
+
+def spatial_diffusion(diffusion: DiffusionConfig, config: SpatialRecipe) -> DiffusionConfig:
+    """The copies' noise schedule: the recipe's, or with ``zero_terminal_snr`` the same betas rescaled to end in
+    pure noise, predicting the velocity, sampled from the last step (docs/METHOD.md, "Spatial path")."""
+    if not config.zero_terminal_snr:
+        return diffusion
+    return replace(diffusion, prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
 
 
 def required_components() -> tuple[str, ...]:
@@ -151,7 +160,9 @@ class SpatialStage:
             self.context = {}
         for module in (self.vae, *self.context.values(), *self.prompt_encoders.values()):
             module.requires_grad_(False)
-        self.scheduler = make_train_scheduler(diffusion)
+        self.diffusion = spatial_diffusion(diffusion, config)
+        self.scheduler = make_train_scheduler(self.diffusion)
+        self.own_schedule = self.diffusion != diffusion  # exported as scheduler_spatial, which sampling reads
         self.seed = seed
         self._datasets: dict[str, SlicePairs] = {}
 
@@ -246,8 +257,9 @@ class SpatialStage:
 
     def target_loss(self, batch: dict, target: str, generator: torch.Generator, shuffle: bool = False,
                     cond_dropout: float | None = None, scanner: float | None = None) -> torch.Tensor:
-        """eps-MSE of ``target`` under its spatial guide (``shuffle``: every source from another sample;
-        ``scanner``: the share of samples read through a randomised scanner, default the recipe's)."""
+        """Denoising MSE (eps or v, by the copies' schedule) of ``target`` under its spatial guide (``shuffle``:
+        every source from another sample; ``scanner``: the share of samples read through a randomised scanner,
+        default the recipe's)."""
         denoiser = self.denoisers[target]
         device = denoiser.device
         draw = self._draw(batch, target, generator)
@@ -299,7 +311,7 @@ class SpatialStage:
 
     @torch.no_grad()
     def guidance_gain(self, split: str, batches: int = 4, batch_size: int = 32) -> dict[str, dict]:
-        """Held-out eps-MSE with the real sources vs sources of another sample (same noise, no dropout)."""
+        """Held-out denoising MSE with the real sources vs sources of another sample (same noise, no dropout)."""
         data = self.dataset(split)
         step = max(1, len(data) // (batches * batch_size))
         results = {}
@@ -323,3 +335,5 @@ class SpatialStage:
     def export(self, folder: Path) -> None:
         for target, denoiser in self.denoisers.items():
             export_component(denoiser, Path(folder) / f"spatial_{target}")
+        if self.own_schedule:
+            export_component(self.scheduler, Path(folder) / SPATIAL_SCHEDULER)

@@ -16,7 +16,14 @@ from medm2g_core.models.image_denoiser import ImageDenoiser, ImageDenoiserConfig
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SamplingConfig, Stream, sample
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler
-from medm2g_core.models.spatial_guide import SPATIAL_SLOTS, fill_slots, spatial_channels, spatial_input
+from medm2g_core.models.spatial_guide import (
+    SPATIAL_SLOTS,
+    fill_slots,
+    slab,
+    slab_rows,
+    spatial_channels,
+    spatial_input,
+)
 from medm2g_core.phantoms.world import PhantomConfig, make_case, prepare_phantom
 from medm2g_core.sampling.translate import TranslateOptions, translate_slices, translate_volume
 from medm2g_core.training.pairs import image_store
@@ -25,6 +32,7 @@ from medm2g_core.training.run import StageRun, train_cross, train_ldm, train_vae
 from medm2g_core.training.spatial_stage import (
     SpatialRecipe,
     SpatialStage,
+    case_slabs,
     scanner_images,
     spatial_diffusion,
     through_scanner,
@@ -134,6 +142,7 @@ def test_the_spatial_round_trains_only_its_copies_and_the_real_guide_wins(spatia
 
 
 
+@pytest.mark.slow  # builds on the micro spatial round (~1.5 min): CI runs it with -m slow
 def test_a_zero_terminal_snr_round_exports_its_schedule_and_translation_samples_on_it(spatial_world, monkeypatch):
     """``[spatial] zero_terminal_snr``: the copies train on rescaled betas (last step pure noise) predicting v, the
     model gains ``scheduler_spatial`` and the spatial hop samples on it from the last step; the paper's schedule
@@ -155,6 +164,57 @@ def test_a_zero_terminal_snr_round_exports_its_schedule_and_translation_samples_
     volume = Volume(np.random.default_rng(0).random((32, 32, 2), np.float32) * 500, np.eye(4), "MR", None, "T1")
     made = translate_volume(model, [volume], _options("ct", None))
     assert seen["ct"].schedule is schedule and np.isfinite(made.data).all()
+
+
+def test_slabs_hold_the_slices_around_each_within_its_case_and_repeat_the_ends():
+    assert slab_rows(4, 1).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert slab_rows(1, 2).tolist() == [[0, 0, 0, 0, 0]]
+    cases, slices = np.array([7, 3, 7, 3, 7]), np.array([5, 1, 4, 2, 6])  # rows of two cases, out of order
+    assert case_slabs(cases, slices, 1).tolist() == [[2, 0, 4], [1, 1, 3], [2, 2, 0], [1, 3, 3], [0, 4, 4]]
+    latents = torch.randn(2, 4, 3, 3)
+    assert torch.equal(slab(latents, 1).view(2, 3, 4, 3, 3)[:, 2], latents)
+    assert spatial_channels("ct", 4, 1) == 5 * (12 + 1) and spatial_channels("mri", 4, 0) == 6 * 5
+    with pytest.raises(InputError, match="neighbours"):
+        SpatialRecipe(neighbours=-1)
+
+
+def test_through_the_scanner_swaps_slabs_with_their_slices():
+    batch = {"ct": torch.zeros(64, 1), "mri": torch.zeros(64, 5, 1), "ct_slab": torch.zeros(64, 3),
+             "mri_slab": torch.zeros(64, 5, 3)}
+    batch |= {f"{k.split('_')[0]}_scanner{'_slab' if k.endswith('slab') else ''}": torch.ones_like(v)
+              for k, v in batch.items()}
+    out = through_scanner(batch, 0.5, torch.Generator().manual_seed(0))
+    swapped = out["ct"][:, 0]
+    assert 0 < swapped.sum() < 64
+    for name in ("mri", "ct_slab", "mri_slab"):
+        assert torch.equal(out[name].flatten(1).amin(1), swapped) and torch.equal(out[name].flatten(1).amax(1), swapped)
+
+
+@pytest.mark.slow  # builds on the micro spatial round (~1.5 min): CI runs it with -m slow
+def test_a_2_5d_round_reads_the_neighbouring_slices(spatial_world):
+    """``[spatial] neighbours = 1``: the copies' slots hold three slices; the output of a slice changes when only
+    its neighbours change, and a one-slice model ignores the slabs it is given."""
+    recipe = replace(RECIPE, spatial=replace(RECIPE.spatial, neighbours=1))
+    run = StageRun(recipe=recipe, data=spatial_world / "cache", out=spatial_world / "slab", progress=False, steps=3,
+                   base_model=spatial_world / "ldm-mri" / "model")
+    train_cross(run, "spatial")
+    model = MedM2G.from_pretrained(spatial_world / "slab" / "model")
+    assert model["spatial_ct"].config.spatial_neighbours == 1
+    assert model["spatial_ct"].config.spatial_channels == spatial_channels("ct", 4, 1)
+    t1 = _brain_slices(Cache.open(spatial_world / "cache"), ("mr_t1",), 2)["mr_t1"]  # [2, R, R]
+    flat = np.stack([t1] * 3, axis=1)  # every neighbour the slice itself
+    moved = flat.copy()
+    moved[:, 0], moved[:, 2] = t1[::-1], t1[::-1]  # only the neighbours change
+
+    def ct_from(chosen: MedM2G, slabs: np.ndarray) -> np.ndarray:
+        generators = [torch.Generator().manual_seed(i) for i in range(2)]
+        return translate_slices(chosen, [t1], "mri", _options("ct", None), generators, contrasts=["T1"], slabs=[slabs])
+
+    assert np.abs(ct_from(model, flat) - ct_from(model, moved)).mean() > 1e-4
+    one_slice = MedM2G.from_pretrained(spatial_world / "spatial" / "model")
+    assert np.array_equal(ct_from(one_slice, flat), ct_from(one_slice, moved))
+    volume = Volume(np.random.default_rng(0).random((32, 32, 3), np.float32) * 500, np.eye(4), "MR", None, "T1")
+    assert np.isfinite(translate_volume(model, [volume], _options("ct", None)).data).all()
 
 
 def test_a_zero_terminal_snr_schedule_predicts_v_and_starts_at_the_last_step():

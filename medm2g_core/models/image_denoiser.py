@@ -16,7 +16,8 @@ guidance (MRI -> CT) needs. The output keeps the latent's channels.
 
 Spatial path (``spatial_channels``, our extension of the paper, docs/METHOD.md): the latents of the source
 images, laid out in fixed slots with a presence plane each (:mod:`medm2g_core.models.spatial_guide`), are
-concatenated to the input after the coordinates. :func:`with_spatial_path` widens a trained denoiser's input
+concatenated to the input after the coordinates; with ``spatial_neighbours`` n every slot holds the sources' latents
+of the 2n + 1 slices around the target's (2.5D, issue 16). :func:`with_spatial_path` widens a trained denoiser's input
 convolution with zero weights for them, so it starts out computing exactly what it computed before.
 
 Global path (``global_condition``, our extension for report -> X-ray, docs/METHOD.md): the context tokens are also
@@ -59,6 +60,7 @@ class ImageDenoiserConfig:
     norm_num_groups: int = 8
     coord_channels: bool = True  # x/y coordinate channels at the input (spatial cross-attention)
     spatial_channels: int = 0  # source latents + presence planes at the input (the spatial path); 0: none
+    spatial_neighbours: int = 0  # slices each side of the target's that every spatial slot also holds (2.5D)
     global_condition: bool = False  # the pooled context is added to the timestep embedding (the global path)
 
 
@@ -79,6 +81,7 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
         self, block_out_channels: tuple[int, ...], layers_per_block: int, attention_head_dim: int,
         cross_attention_dim: int, context_tokens: int, in_channels: int, sample_size: int, num_contrasts: int,
         norm_num_groups: int, coord_channels: bool = False, spatial_channels: int = 0, global_condition: bool = False,
+        spatial_neighbours: int = 0,
     ) -> None:
         super().__init__()
         down, up = _block_types(len(block_out_channels))
@@ -137,13 +140,14 @@ class ImageDenoiser(ModelMixin, ConfigMixin):
 
 
 @torch.no_grad()
-def with_spatial_path(denoiser: ImageDenoiser, channels: int) -> ImageDenoiser:
-    """A copy of ``denoiser`` that also reads ``channels`` spatial channels, their input weights zero: before
-    training it computes exactly what ``denoiser`` computes, whatever the spatial input."""
+def with_spatial_path(denoiser: ImageDenoiser, channels: int, neighbours: int = 0) -> ImageDenoiser:
+    """A copy of ``denoiser`` that also reads ``channels`` spatial channels (slots of ``neighbours`` slices each side
+    of the target's), their input weights zero: before training it computes exactly what ``denoiser`` computes,
+    whatever the spatial input."""
     if denoiser.config.spatial_channels:
         raise ValueError("the denoiser already has a spatial path")
     config = {k: v for k, v in denoiser.config.items() if not k.startswith("_")}
-    widened = ImageDenoiser(**{**config, "spatial_channels": channels})
+    widened = ImageDenoiser(**{**config, "spatial_channels": channels, "spatial_neighbours": neighbours})
     state = denoiser.state_dict()
     old = state["unet.conv_in.weight"]  # [out, in, k, k]
     new = old.new_zeros(old.shape[0], old.shape[1] + channels, *old.shape[2:])

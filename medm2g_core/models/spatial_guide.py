@@ -10,8 +10,14 @@ clean latents at the input, on the same latent grid, one fixed *slot* per possib
 Each slot is the source's scaled latent [C, h, w] followed by a presence plane [1, h, w] (1 where the source is
 given, 0 otherwise), so any subset of the sources can guide (a missing contrast is zeros with presence 0) and
 the unconditional input of classifier-free guidance is the all-absent layout (all zeros).
+
+2.5D (``neighbours`` n > 0, issue 16): a slot holds the source's latents of the 2n + 1 slices centred on the target's
+slice, [(2n+1) C, h, w] in slice order, so the target denoiser sees where the anatomy goes above and below it.
+At a volume's first and last slices (and for a single 2D image) the missing neighbours repeat the nearest slice
+there is (:func:`slab_rows`), in training and in sampling alike.
 """
 
+import numpy as np
 import torch
 
 from medm2g_core.vocabulary import MRI_CONTRASTS
@@ -19,9 +25,22 @@ from medm2g_core.vocabulary import MRI_CONTRASTS
 SPATIAL_SLOTS: dict[str, tuple[str, ...]] = {"ct": MRI_CONTRASTS, "mri": ("CT", *MRI_CONTRASTS)}
 
 
-def spatial_channels(target: str, latent_channels: int) -> int:
-    """How many input channels the spatial path of ``target``'s denoiser adds."""
-    return len(SPATIAL_SLOTS[target]) * (latent_channels + 1)
+def spatial_channels(target: str, latent_channels: int, neighbours: int = 0) -> int:
+    """How many input channels the spatial path of ``target``'s denoiser adds (``neighbours`` slices each side)."""
+    return len(SPATIAL_SLOTS[target]) * ((2 * neighbours + 1) * latent_channels + 1)
+
+
+def slab_rows(count: int, neighbours: int) -> np.ndarray:
+    """For the ``count`` slices of one volume in slice order, the rows [count, 2n + 1] of the slices ``-n .. +n``
+    around each, in order; a neighbour past either end is the end slice itself."""
+    offsets = np.arange(-neighbours, neighbours + 1)
+    return np.clip(np.arange(count)[:, None] + offsets[None], 0, count - 1)
+
+
+def slab(latents: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """A single slice's slot latents [B, C, h, w] as a slab [B, (2n+1) C, h, w]: the slice repeated (no neighbours
+    known, as at a volume's end)."""
+    return latents.repeat(1, 2 * neighbours + 1, 1, 1)
 
 
 def slot_of(modality: str, contrast: str | None) -> str:

@@ -22,13 +22,17 @@ class Guide:
     latent: torch.Tensor  # [N, C, h, w] or [N, D], scaled for diffusion
     prompt: torch.Tensor  # [N, E], L2-normalised
     contrast: str | None = None  # an MRI guide's contrast, when known (its slot in the spatial path)
+    slab: torch.Tensor | None = None  # [N, (2n+1) C, h, w]: the latents of the slices -n..n around each (2.5D)
 
     def repeat(self, count: int) -> "Guide":
         """Each row repeated ``count`` times in place (row i -> rows i*count .. i*count+count-1)."""
-        return Guide(self.latent.repeat_interleave(count, 0), self.prompt.repeat_interleave(count, 0), self.contrast)
+        slab = None if self.slab is None else self.slab.repeat_interleave(count, 0)
+        return Guide(self.latent.repeat_interleave(count, 0), self.prompt.repeat_interleave(count, 0), self.contrast,
+                     slab)
 
     def rows(self, start: int, stop: int) -> "Guide":
-        return Guide(self.latent[start:stop], self.prompt[start:stop], self.contrast)
+        slab = None if self.slab is None else self.slab[start:stop]
+        return Guide(self.latent[start:stop], self.prompt[start:stop], self.contrast, slab)
 
 
 def require(model: MedM2G, *names: str) -> None:
@@ -47,18 +51,25 @@ def image_resolution(model: MedM2G) -> int:
 
 
 @torch.inference_mode()
-def image_guide(model: MedM2G, modality: str, images: torch.Tensor, contrast: str | None = None) -> Guide:
-    """Slices [N, R, R] in [-1, 1] as a guide of ``modality`` (xray, ct, mri; an MRI's ``contrast`` if known)."""
+def image_guide(model: MedM2G, modality: str, images: torch.Tensor, contrast: str | None = None,
+                slabs: torch.Tensor | None = None) -> Guide:
+    """Slices [N, R, R] in [-1, 1] as a guide of ``modality`` (xray, ct, mri; an MRI's ``contrast`` if known);
+    ``slabs`` [N, K, R, R], the K slices around each in slice order, give the guide its 2.5D slab latents."""
     require(model, "image_vae")
     vae = model["image_vae"]
     pixels = images[:, None].to(vae.device, vae.dtype)  # [N, 1, R, R]
     latent = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    slab = None
+    if slabs is not None:
+        around = slabs.flatten(0, 1)[:, None].to(vae.device, vae.dtype)  # [N*K, 1, R, R]
+        slab = (vae.encode(around).latent_dist.mean * vae.config.scaling_factor).float()
+        slab = slab.reshape(len(images), -1, *slab.shape[2:])  # [N, K*C, h, w]
     if f"prompt_encoder_{modality}" in model:
         encoder = model[f"prompt_encoder_{modality}"]
         prompt = F.normalize(encoder(pixels.to(encoder.dtype)).float(), dim=-1)
     else:  # a model without central alignment (the spatial path alone needs no prompt embedding): [N, 0]
         prompt = latent.new_zeros(len(latent), 0)
-    return Guide(latent.float(), prompt, contrast)
+    return Guide(latent.float(), prompt, contrast, slab)
 
 
 @torch.inference_mode()

@@ -25,7 +25,7 @@ import torch
 from medm2g_core.errors import InputError
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SamplingConfig, Stream, sample
-from medm2g_core.models.spatial_guide import fill_slots, slot_of, spatial_input
+from medm2g_core.models.spatial_guide import fill_slots, slab, slot_of, spatial_input
 from medm2g_core.sampling.guides import (
     Guide,
     decode_images,
@@ -140,7 +140,9 @@ def spatial_hop(
     denoiser = model[f"spatial_{target}"]
     device = denoiser.device
     batch = len(generators)
-    named = [(slot_of(m, g.contrast), g.latent.to(device)) for m, g in guides]
+    neighbours = denoiser.config.spatial_neighbours  # 2.5D: a slot holds the slab; a lone slice repeats itself
+    named = [(slot_of(m, g.contrast), (g.latent if not neighbours else slab(g.latent, neighbours) if g.slab is None
+                                       else g.slab).to(device)) for m, g in guides]
     names = [name for name, _ in named]
     if len(set(names)) < len(names):
         raise InputError(f"two inputs fill the same slot ({', '.join(names)}); give each contrast once")

@@ -37,6 +37,7 @@ from medm2g_core.io.volume import SourceMeta, Volume, canonical_contrast, canoni
 from medm2g_core.models.image_denoiser import contrast_label
 from medm2g_core.models.medm2g import MedM2G
 from medm2g_core.models.sampler import SamplingConfig
+from medm2g_core.models.spatial_guide import slab_rows
 from medm2g_core.phantoms.drr import drr
 from medm2g_core.sampling.guides import decode_images, image_guide, image_resolution
 from medm2g_core.sampling.routes import follow, refine
@@ -140,14 +141,17 @@ def _generators(seed: int, indices: np.ndarray, shared: bool) -> list[torch.Gene
 def translate_slices(
     model: MedM2G, images: list[np.ndarray], source: str, options: TranslateOptions,
     generators: list[torch.Generator], progress: Callable[[int, int], None] | None = None,
-    contrasts: list[str | None] | None = None,
+    contrasts: list[str | None] | None = None, slabs: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Slices of one or several sources (each [B, R, R] in [-1, 1]; MRI ``contrasts`` per source, if known) ->
-    target slices [B, R, R] in [-1, 1]."""
+    target slices [B, R, R] in [-1, 1]. ``slabs`` (each [B, K, R, R]: the slices around each, 2.5D) feed a spatial
+    path that reads neighbouring slices; without them a lone slice stands for its neighbours."""
     device = model["image_vae"].device
     contrasts = contrasts or [None] * len(images)
-    guides = [(source, image_guide(model, source, torch.from_numpy(x).to(device), c))
-              for x, c in zip(images, contrasts, strict=True)]
+    slabs = slabs or [None] * len(images)
+    guides = [(source, image_guide(model, source, torch.from_numpy(x).to(device), c,
+                                   None if near is None else torch.from_numpy(near)))
+              for x, c, near in zip(images, contrasts, slabs, strict=True)]
     label = contrast_label(options.contrast) if options.target == "mri" else None
     latents = follow(model, guides, options.target, options.sampling, generators, label, progress)
     return decode_images(model, latents).cpu().numpy()
@@ -188,17 +192,27 @@ def translate_samples(
         return spread([_radiograph(film, sources[0], model, options) for film in out])
     frame = standardise(model, source, stacks[0].images, contrasts[0])  # sources share a grid: one frame for all
     stacks = [replace(s, images=frame.forward(s.images)) for s in stacks]
+    neighbours = spatial_neighbours(model, options.target, source)
+    around = slab_rows(len(kept), neighbours) if neighbours else None  # [S, 2n+1] rows of each slice's slab
     outputs, per_batch = [], max(1, options.batch_size // len(seeds))
     starts = range(0, len(kept), per_batch)
     steps = options.sampling.steps
     for number, start in enumerate(starts):
         rows = slice(start, start + per_batch)
+        slabs = None if around is None else [np.concatenate([s.images[around[rows]]] * len(seeds)) for s in stacks]
         made = translate_slices(model, [np.concatenate([s.images[rows]] * len(seeds)) for s in stacks], source, options,
                                 _seeded(seeds, kept[rows], options), _steps(progress, number, len(starts), steps),
-                                contrasts)
+                                contrasts, slabs)
         outputs.append(made.reshape(len(seeds), -1, *made.shape[1:]))  # [N, slices, R, R]: sample-major rows
     images = np.concatenate(outputs, axis=1)
     return spread([_on_grid(frame.inverse(sample), stacks[0], sources, model, options) for sample in images])
+
+
+def spatial_neighbours(model: MedM2G, target: str, source: str) -> int:
+    """How many slices each side of a slice the spatial path from ``source`` to ``target`` reads (0: one slice, or
+    no spatial path)."""
+    denoiser = model.get(f"spatial_{target}")
+    return denoiser.config.spatial_neighbours if denoiser is not None and source in ("ct", "mri") else 0
 
 
 def _seeded(seeds: list[int], indices: np.ndarray, options: TranslateOptions) -> list[torch.Generator]:

@@ -49,7 +49,7 @@ from medm2g_core.models.image_vae import latent_means
 from medm2g_core.models.medm2g import MedM2G, export_component
 from medm2g_core.models.sampler import tile_null
 from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler, training_target
-from medm2g_core.models.spatial_guide import spatial_channels, spatial_input
+from medm2g_core.models.spatial_guide import slab_rows, spatial_channels, spatial_input
 from medm2g_core.phantoms.perturb import randomise
 from medm2g_core.training.pairs import Store, image_store, store_embeddings
 from medm2g_core.training.stage import OptimConfig
@@ -64,6 +64,7 @@ class SpatialRecipe:
     keep_prob: float = 0.5  # each available source is kept with this probability (at least one always is)
     scanner: float = 0.0  # share of samples whose sources come from a randomised scanner (domain randomisation)
     zero_terminal_snr: bool = False  # the copies' own schedule: zero terminal SNR, v-prediction, trailing steps
+    neighbours: int = 0  # 2.5D: slices each side of the target's that every source slot holds (issue 16)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -71,6 +72,8 @@ class SpatialRecipe:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"[spatial] {name} is a probability within 0-1; got {getattr(self, name)}",
                                  option="recipe")
+        if not 0 <= self.neighbours <= 4:
+            raise InputError(f"[spatial] neighbours is 0-4 slices each side; got {self.neighbours}", option="recipe")
 
 
 def spatial_diffusion(diffusion: DiffusionConfig, config: SpatialRecipe) -> DiffusionConfig:
@@ -88,7 +91,9 @@ def required_components() -> tuple[str, ...]:
 class SlicePairs(Dataset):
     """Item: the CT and every MRI contrast of one (case, slice): latents ``ct`` [C,h,w], ``mri`` [5,C,h,w],
     prompt embeddings ``ct_prompt`` [E], ``mri_prompt`` [5,E], and ``have`` [6] (CT, then the contrasts); with
-    domain randomisation also ``ct_scanner`` and ``mri_scanner``, the latents of the randomised scanner's slices."""
+    domain randomisation also ``ct_scanner`` and ``mri_scanner``, the latents of the randomised scanner's slices;
+    in 2.5D (``neighbours`` n) also each of those as slabs (``ct_slab`` [(2n+1)C,h,w], ``mri_slab`` [5,(2n+1)C,h,w],
+    ``ct_scanner_slab``, ``mri_scanner_slab``: the slices -n..n around this one, :func:`slab_rows`)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
         self.tensors = tensors
@@ -125,13 +130,27 @@ def scanner_images(store: Store, cache_config: dict, seed: int) -> torch.Tensor:
 
 
 def through_scanner(batch: dict, share: float, generator: torch.Generator) -> dict:
-    """``batch`` with the sources (``ct``, ``mri``) of a random ``share`` of its samples swapped for the randomised
-    scanner's (``ct_scanner``, ``mri_scanner``); the batch itself when there is nothing to swap."""
+    """``batch`` with the sources (``ct``, ``mri`` and their slabs) of a random ``share`` of its samples swapped for
+    the randomised scanner's (``ct_scanner``, ...); the batch itself when there is nothing to swap."""
     if share <= 0 or "ct_scanner" not in batch:
         return batch
     swap = torch.rand(len(batch["ct"]), generator=generator) < share  # [B]
-    return {**batch, "ct": torch.where(swap[:, None, None, None], batch["ct_scanner"], batch["ct"]),
-            "mri": torch.where(swap[:, None, None, None, None], batch["mri_scanner"], batch["mri"])}
+    swapped = {}
+    for name in ("ct", "mri", "ct_slab", "mri_slab"):
+        if name in batch:
+            scanner = batch[name.replace("_slab", "") + "_scanner" + ("_slab" if name.endswith("_slab") else "")]
+            swapped[name] = torch.where(swap.view(-1, *[1] * (scanner.ndim - 1)), scanner, batch[name])
+    return {**batch, **swapped}
+
+
+def case_slabs(cases: np.ndarray, slices: np.ndarray, neighbours: int) -> np.ndarray:
+    """Rows [N, 2n + 1] of the slices -n..n around each of N (case, slice) rows, within its case in slice order."""
+    near = np.zeros((len(cases), 2 * neighbours + 1), np.int64)
+    for case in np.unique(cases):
+        rows = np.flatnonzero(cases == case)
+        rows = rows[np.argsort(slices[rows], kind="stable")]
+        near[rows] = rows[slab_rows(len(rows), neighbours)]
+    return near
 
 
 class SpatialStage:
@@ -150,9 +169,12 @@ class SpatialStage:
         self.denoisers: dict[str, ImageDenoiser] = {}
         for target in TARGETS:
             name = f"spatial_{target}"
-            widened = spatial_channels(target, channels)
+            widened = spatial_channels(target, channels, config.neighbours)
             self.denoisers[target] = (model[name] if name in model
-                                      else with_spatial_path(model[f"denoiser_{target}"], widened))
+                                      else with_spatial_path(model[f"denoiser_{target}"], widened, config.neighbours))
+            if self.denoisers[target].config.spatial_neighbours != config.neighbours:
+                raise InputError(f"{name} in the model reads {self.denoisers[target].config.spatial_neighbours} "
+                                 f"neighbouring slices each side, the recipe {config.neighbours}", option="recipe")
         self.context = {m: model[f"context_encoder_{m}"].eval() for m in TARGETS if f"context_encoder_{m}" in model}
         self.prompt_encoders = {m: model[f"prompt_encoder_{m}"].eval() for m in TARGETS
                                 if f"prompt_encoder_{m}" in model and m in self.context}
@@ -219,6 +241,12 @@ class SpatialStage:
             config = self.cache.index["config"]
             tensors |= {"ct_scanner": self._latents(ct, keep, scanner_images(ct, config, self.seed)),
                         "mri_scanner": self._latents(mri, used, scanner_images(mri, config, self.seed))[index]}
+        if self.config.neighbours:
+            near = torch.from_numpy(case_slabs(ct.case[keep], ct.slice[keep], self.config.neighbours))  # [N, K]
+            for name in [n for n in ("ct", "mri", "ct_scanner", "mri_scanner") if n in tensors]:
+                rows = tensors[name][near]  # [N, K, C, h, w] or [N, K, 5, C, h, w]
+                tensors[f"{name}_slab"] = (rows.flatten(1, 2) if rows.ndim == 5
+                                           else rows.transpose(1, 2).flatten(2, 3))  # [N, (5,) K*C, h, w]
         if self.prompt_encoders:
             tensors |= {"ct_prompt": self._embeddings("ct", ct, keep),
                         "mri_prompt": self._embeddings("mri", mri, used)[index]}
@@ -268,6 +296,8 @@ class SpatialStage:
         z0 = everything[:, 0] if target == "ct" else everything[rows, draw["goal"]]
         batch = through_scanner(batch, self.config.scanner if scanner is None else scanner, generator)
         everything = torch.cat([batch["ct"][:, None], batch["mri"]], dim=1).to(device)  # the sources as acquired
+        if self.config.neighbours:  # 2.5D: every slot holds its slab
+            everything = torch.cat([batch["ct_slab"][:, None], batch["mri_slab"]], dim=1).to(device)
         sources = torch.roll(everything, 1, dims=0) if shuffle else everything
         kept = draw["kept"] if target == "mri" else draw["kept"][:, 1:]
         slots = sources if target == "mri" else sources[:, 1:]

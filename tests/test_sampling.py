@@ -346,8 +346,10 @@ def test_sampling_options_are_checked():
 
 
 def test_an_unset_eta_is_the_flows_and_the_spatial_mri_flow_samples_deterministically(monkeypatch, model):
+    from medm2g_core.models.schedule import DiffusionConfig, make_train_scheduler
     from medm2g_core.sampling import routes
-    from medm2g_core.vocabulary import PAPER_ETA, SPATIAL_MRI_ETA
+    from medm2g_core.training.spatial_stage import SpatialRecipe, spatial_diffusion
+    from medm2g_core.vocabulary import PAPER_ETA, SPATIAL_MRI_ETA, SPATIAL_SCHEDULER
 
     plain = Stream(torch.nn.Identity(), (1, 4, 2, 2), lambda t, z: None)
     assert plain.noise(SamplingConfig()) == PAPER_ETA == 1.0
@@ -356,8 +358,12 @@ def test_an_unset_eta_is_the_flows_and_the_spatial_mri_flow_samples_deterministi
     seen = {}
     monkeypatch.setattr(routes, "sample", lambda streams, *a, **k: seen.update(streams) or
                         {n: torch.zeros(s.shape) for n, s in streams.items()})
-    for target, contrast, eta in (("mri", 1, SPATIAL_MRI_ETA), ("ct", None, None)):
+    eps_trained = MedM2G({k: v for k, v in model.components.items() if k != SPATIAL_SCHEDULER}, model.info)
+    zero_snr = eps_trained.with_component(SPATIAL_SCHEDULER, make_train_scheduler(
+        spatial_diffusion(DiffusionConfig(), SpatialRecipe(zero_terminal_snr=True))))
+    for chosen, target, contrast, eta in ((eps_trained, "mri", 1, SPATIAL_MRI_ETA), (eps_trained, "ct", None, None),
+                                          (zero_snr, "mri", 1, None)):  # v-trained MRI copies: the paper's eta
         source = "ct" if target == "mri" else "mri"
-        guide = image_guide(model, source, torch.zeros(1, 64, 64), "T2" if source == "mri" else None)
-        routes.spatial_hop(model, [(source, guide)], target, SamplingConfig(), [torch.Generator()], contrast)
-        assert seen[target].eta == eta
+        guide = image_guide(chosen, source, torch.zeros(1, 64, 64), "T2" if source == "mri" else None)
+        routes.spatial_hop(chosen, [(source, guide)], target, SamplingConfig(), [torch.Generator()], contrast)
+        assert seen[target].eta == eta and seen[target].schedule is chosen.get(SPATIAL_SCHEDULER)

@@ -4,9 +4,10 @@ User commands, evaluation and the training stages' previews all sample through :
 shows what a user would get from the same weights. The paper samples with DDIM, 50 steps, eta 1.0 and guidance
 scale 2.0 (:class:`SamplingConfig`'s defaults). A guidance scale or eta left unset (None) is the flow's own: a
 stream may carry the scale its denoiser was tuned at (the report round's copies: ``REPORT_GUIDANCE``), else the
-paper's 2.0 (``PAPER_GUIDANCE``), and the eta it samples best at (the spatial path's MRI targets:
-``SPATIAL_MRI_ETA``, 0), else the paper's 1.0 (``PAPER_ETA``). The diffusers schedulers in :data:`SCHEDULERS` are
-options, each built from the model's training noise schedule (:mod:`medm2g_core.models.schedule`). Guidance takes
+paper's 2.0 (``PAPER_GUIDANCE``), and the eta it samples best at (eps-trained MRI targets of the spatial path:
+``SPATIAL_MRI_ETA``, 0), else the paper's 1.0 (``PAPER_ETA``). A stream may also carry its own training schedule
+(the spatial path's zero terminal SNR). The diffusers schedulers in :data:`SCHEDULERS` are options, each built from
+the model's training noise schedule (:mod:`medm2g_core.models.schedule`). Guidance takes
 one batched forward per stream and step: the conditioned and the null context are stacked into a batch of 2B, and
 ``eps = eps_null + w (eps_cond - eps_null)``. With ``w = 1`` only the conditioned half runs.
 

@@ -156,8 +156,9 @@ def spatial_hop(
         context = denoiser.null(batch)
     labels = torch.full((batch,), contrast, dtype=torch.long, device=device) if target == "mri" else None
     schedule = model.get(SPATIAL_SCHEDULER)  # the spatial path's zero terminal SNR schedule, if trained so
+    eta = SPATIAL_MRI_ETA if target == "mri" and schedule is None else None  # eps-trained MRI copies: eta 0
     stream = Stream(denoiser, latent_shape(model, target, batch), lambda t, latents: context, labels, spatial,
-                    eta=SPATIAL_MRI_ETA if target == "mri" else None, schedule=schedule)
+                    eta=eta, schedule=schedule)
     return sample({target: stream}, model["scheduler"], config, generators, device, progress)[target]
 
 

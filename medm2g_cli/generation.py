@@ -24,7 +24,8 @@ MODEL_HELP = ("A MedM2G model: a local folder, a name from `medm2g weights impor
               "(from the Hugging Face cache; `medm2g weights download` fetches it). Default: the embedded model.")
 STEPS_HELP = "Denoising steps (the paper: 50)."
 ETA_HELP = ("DDIM eta: 1 as stochastic as DDPM (the paper), 0 deterministic given the seed's start noise. Default: "
-            "the flow's, 1 except 0 for MRI made through the spatial path (measured: BENCHMARKS.md).")
+            "the flow's, 1 except 0 for MRI made through an eps-trained spatial path (older models; measured: "
+            "BENCHMARKS.md).")
 GUIDANCE_HELP = (f"Classifier-free guidance scale (1 = none); default: the paper's {PAPER_GUIDANCE:.1f}, and "
                  f"{REPORT_GUIDANCE:.1f} on the report round's guided hops (X-ray <-> report, report -> CT).")
 SCHEDULER_HELP = f"Sampler: {', '.join(SCHEDULER_NAMES)} (diffusers schedulers on the model's noise schedule)."

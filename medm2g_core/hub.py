@@ -177,11 +177,12 @@ def list_models() -> list[dict]:
 def pack_model(source: str | None, out: Path, half: bool = True, card: Path | None = None,
                overwrite: bool = False) -> Path:
     """A verified copy of model ``source`` for shipping: weights stored in float16 (``half``; loading computes in
-    float32 again) and an optional model card as ``README.md`` (the Hub's place for it)."""
+    float32 again; statistics that float16 would spoil, ``KEEP_FLOAT32`` components, stay float32) and an optional
+    model card as ``README.md`` (the Hub's place for it)."""
     model = MedM2G.from_pretrained(model_folder(source), verify=True)
     if half:
         for component in model.components.values():
-            if isinstance(component, nn.Module):
+            if isinstance(component, nn.Module) and not getattr(component, "KEEP_FLOAT32", False):
                 component.half()
     info = {key: value for key, value in model.info.items() if not key.startswith("model_")}
     folder = MedM2G(model.components, {**info, "stored_dtype": "float16" if half else "float32"}).save_pretrained(

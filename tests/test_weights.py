@@ -166,3 +166,24 @@ def test_the_embedded_default_model(site, tiny, monkeypatch):
     assert load_model("default").info["model_id"] == "default"
     assert verify_model(None)["model"] == "default"
     assert [(m["name"], m["source"]) for m in list_models()] == [("default", "embedded")]
+
+
+def test_pack_halves_weights_but_keeps_the_ood_statistics_in_float32(tmp_path):
+    from safetensors.torch import load_file
+
+    from medm2g_core.hub import pack_model
+    from medm2g_core.models.ood_reference import OODReference
+
+    torch.manual_seed(0)
+    reference = OODReference(features=8)
+    reference.precision_ct.copy_(torch.randn(8, 8) * 1000 + 1 / 3)  # float16 keeps ~3 digits: 1000.33 -> 1000.5
+    model = MedM2G({"image_vae": build_image_vae(ImageVAEConfig(block_out_channels=(8,), sample_size=16)),
+                    "ood_reference": reference})
+    folder = pack_model(str(model.save_pretrained(tmp_path / "full")), tmp_path / "packed")
+    stored = {name: load_file(folder / name / "diffusion_pytorch_model.safetensors")
+              for name in ("image_vae", "ood_reference")}
+    assert {t.dtype for t in stored["image_vae"].values()} == {torch.float16}
+    assert {t.dtype for t in stored["ood_reference"].values()} == {torch.float32}
+    packed = MedM2G.from_pretrained(folder)
+    assert packed.info["stored_dtype"] == "float16"
+    assert torch.equal(packed["ood_reference"].precision_ct, reference.precision_ct)

@@ -38,6 +38,8 @@ class OODReferenceConfig:
 class OODReference(ModelMixin, ConfigMixin):
     """Mean, precision and threshold per modality, as buffers; build it with :func:`fit_reference`."""
 
+    KEEP_FLOAT32 = True  # a precision matrix in float16 is off by whole units: `weights pack` leaves it float32
+
     @register_to_config
     def __init__(self, modalities: tuple[str, ...] = ("xray", "ct", "mri"), features: int = 256, pool: int = 2,
                  shrinkage: float = 1e-3, frames: dict[str, list[float]] | None = None) -> None:

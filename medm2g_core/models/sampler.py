@@ -39,6 +39,7 @@ from medm2g_core.vocabulary import PAPER_ETA, PAPER_GUIDANCE, SCHEDULER_NAMES
 SCHEDULERS: dict[str, type[SchedulerMixin]] = dict(zip(
     SCHEDULER_NAMES, (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler), strict=True))
 STOCHASTIC = ("ddim",)  # schedulers whose step takes DDIM's eta
+ZERO_SNR_FLOOR = 1e-6  # DDIM's terminal alpha-bar on a zero terminal SNR schedule (make_scheduler)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,12 @@ def make_scheduler(train_scheduler: SchedulerMixin, name: str) -> SchedulerMixin
     if name not in SCHEDULERS:
         raise InputError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
     extra = {"set_alpha_to_one": False, "steps_offset": 1} if name == "ddim" else {}
-    return SCHEDULERS[name].from_config(train_scheduler.config, **extra)
+    scheduler = SCHEDULERS[name].from_config(train_scheduler.config, **extra)
+    if name == "ddim" and train_scheduler.config.get("rescale_betas_zero_snr"):
+        # DDIM's step takes sqrt(1 - alpha-bar_prev - sigma^2), which at a terminal alpha-bar of exactly 0 and eta 1
+        # is the root of a rounding error (about -1e-8: NaN). Floor it at SNR 1e-6, as diffusers' Euler floors it.
+        scheduler.alphas_cumprod[-1] = max(float(scheduler.alphas_cumprod[-1]), ZERO_SNR_FLOOR)
+    return scheduler
 
 
 def tile_null(denoiser: nn.Module, batch: int, length: int) -> torch.Tensor:

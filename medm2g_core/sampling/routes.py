@@ -128,6 +128,14 @@ def has_spatial_path(model: MedM2G, guides: list[tuple[str, Guide]], target: str
             and (target == "ct" or bool(contrast)))
 
 
+def slot_latents(guide: Guide, neighbours: int) -> torch.Tensor:
+    """What a guide puts in its spatial slot: its latent [B, C, h, w], or in 2.5D its slab [B, (2n+1) C, h, w] (a
+    guide without one, a lone slice, stands for its own neighbours)."""
+    if not neighbours:
+        return guide.latent
+    return slab(guide.latent, neighbours) if guide.slab is None else guide.slab
+
+
 @torch.inference_mode()
 def spatial_hop(
     model: MedM2G, guides: list[tuple[str, Guide]], target: str, config: SamplingConfig,
@@ -140,9 +148,8 @@ def spatial_hop(
     denoiser = model[f"spatial_{target}"]
     device = denoiser.device
     batch = len(generators)
-    neighbours = denoiser.config.spatial_neighbours  # 2.5D: a slot holds the slab; a lone slice repeats itself
-    named = [(slot_of(m, g.contrast), (g.latent if not neighbours else slab(g.latent, neighbours) if g.slab is None
-                                       else g.slab).to(device)) for m, g in guides]
+    named = [(slot_of(m, g.contrast), slot_latents(g, denoiser.config.spatial_neighbours).to(device))
+             for m, g in guides]
     names = [name for name, _ in named]
     if len(set(names)) < len(names):
         raise InputError(f"two inputs fill the same slot ({', '.join(names)}); give each contrast once")

@@ -56,6 +56,7 @@ from medm2g_core.training.stage import OptimConfig
 from medm2g_core.vocabulary import MRI_CONTRASTS, SPATIAL_ROUND, SPATIAL_SCHEDULER
 
 TARGETS = ("ct", "mri")
+SCANNER_PAIRS = {"ct": "ct_scanner", "mri": "mri_scanner", "ct_slab": "ct_scanner_slab", "mri_slab": "mri_scanner_slab"}
 
 
 @dataclass
@@ -136,10 +137,10 @@ def through_scanner(batch: dict, share: float, generator: torch.Generator) -> di
         return batch
     swap = torch.rand(len(batch["ct"]), generator=generator) < share  # [B]
     swapped = {}
-    for name in ("ct", "mri", "ct_slab", "mri_slab"):
-        if name in batch:
-            scanner = batch[name.replace("_slab", "") + "_scanner" + ("_slab" if name.endswith("_slab") else "")]
-            swapped[name] = torch.where(swap.view(-1, *[1] * (scanner.ndim - 1)), scanner, batch[name])
+    for clean, scanner in SCANNER_PAIRS.items():
+        if clean in batch:
+            acquired = batch[scanner]
+            swapped[clean] = torch.where(swap.view(-1, *[1] * (acquired.ndim - 1)), acquired, batch[clean])
     return {**batch, **swapped}
 
 
